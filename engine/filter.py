@@ -1,0 +1,142 @@
+"""Build the host seccomp filter from a Plan with pyseccomp (libseccomp).
+
+The filter is the kernel-side layer: allowed calls never leave the kernel, refused ones
+get their errno there, and calls the Plan marks `trap` go to the Sentry, by user
+notification (platform seccomp-notify) or by SECCOMP_RET_TRACE (platform ptrace).
+Only the native x86_64 ABI is accepted: i386 (`int 0x80`) and x32 calls are killed,
+so the filter cannot be sidestepped through another ABI.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from typing import Literal
+
+import pyseccomp as sc
+
+from .plan import ArgCond, DefaultAction, Plan, SyscallRule
+
+Platform = Literal["seccomp-notify", "ptrace"]
+
+_OPS = {
+    "eq": sc.EQ,
+    "ne": sc.NE,
+    "lt": sc.LT,
+    "le": sc.LE,
+    "gt": sc.GT,
+    "ge": sc.GE,
+    "masked_eq": sc.MASKED_EQ,
+}
+
+# SECCOMP_RET_TRACE carries 16 bits of data; the ptrace platform reads it back with
+# PTRACE_GETEVENTMSG. We use it to say "this call was trapped by the Plan".
+TRACE_DATA = 0x5C  # arbitrary marker
+
+
+class FilterBuildError(Exception):
+    """The Plan's rules cannot be expressed as a seccomp filter."""
+
+
+def _action_value(action: str, errno: int, trap: bool, platform: Platform) -> int:
+    if trap or action == "emulate":
+        return sc.NOTIFY if platform == "seccomp-notify" else sc.TRACE(TRACE_DATA)
+    if action == "allow":
+        return sc.ALLOW
+    if action == "log":
+        return sc.LOG
+    if action == "deny":
+        return sc.ERRNO(errno)
+    if action == "kill":
+        return sc.KILL_PROCESS
+    raise FilterBuildError(f"unknown action {action!r}")
+
+
+def _arg(cond: ArgCond) -> sc.Arg:
+    op = _OPS[cond.op]
+    if cond.op == "masked_eq":
+        return sc.Arg(cond.index, op, cond.mask, cond.value)
+    return sc.Arg(cond.index, op, cond.value)
+
+
+def build_filter(plan: Plan, platform: Platform | None = None) -> sc.SyscallFilter:
+    """Return an unloaded libseccomp filter enforcing `plan.seccomp`."""
+    platform = platform or plan.launch.platform
+    seccomp = plan.seccomp
+    if seccomp.arch != "x86_64":
+        raise FilterBuildError(f"arch {seccomp.arch!r} is not supported (x86_64 only)")
+    default: DefaultAction = seccomp.default
+    flt = sc.SyscallFilter(_action_value(default.action, default.errno, default.trap, platform))
+    # Another ABI than the native one: kill, never fall through to the default.
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    flt.set_attr(sc.Attr.CTL_NNP, 0)  # the launcher sets no_new_privs itself, in order
+    default_value = _action_value(default.action, default.errno, default.trap, platform)
+    for rule in seccomp.rules:
+        value = _action_value(rule.action, rule.errno, rule.trap, platform)
+        if value == default_value and not rule.args:
+            # libseccomp refuses a rule equal to the default action; it is implied.
+            continue
+        try:
+            flt.add_rule(value, rule.nr, *(_arg(c) for c in rule.args))
+        except OSError as exc:
+            where = f" ({rule.source.where()})" if rule.source else ""
+            raise FilterBuildError(
+                f"cannot add rule for {rule.name}{where}: {exc.strerror or exc}"
+            ) from exc
+    return flt
+
+
+def export_pfc(plan: Plan, platform: Platform | None = None) -> str:
+    """The filter as libseccomp's pseudo-filter-code text."""
+    flt = build_filter(plan, platform)
+    with tempfile.TemporaryFile() as fh:
+        flt.export_pfc(fh)
+        fh.seek(0)
+        return fh.read().decode()
+
+
+def export_bpf(plan: Plan, platform: Platform | None = None) -> bytes:
+    """The filter as raw classic-BPF instructions (struct sock_filter[])."""
+    flt = build_filter(plan, platform)
+    with tempfile.TemporaryFile() as fh:
+        flt.export_bpf(fh)
+        fh.seek(0)
+        return fh.read()
+
+
+def rule_matches(rule: SyscallRule, args: tuple[int, ...] | list[int]) -> bool:
+    """Evaluate a rule's argument conditions in Python, exactly as the kernel filter
+    does (64-bit unsigned comparisons). Used by the Sentry to name the rule that
+    decided a trapped call."""
+    for c in rule.args:
+        a = args[c.index] & 0xFFFFFFFFFFFFFFFF
+        v = c.value & 0xFFFFFFFFFFFFFFFF
+        if c.op == "eq":
+            ok = a == v
+        elif c.op == "ne":
+            ok = a != v
+        elif c.op == "lt":
+            ok = a < v
+        elif c.op == "le":
+            ok = a <= v
+        elif c.op == "gt":
+            ok = a > v
+        elif c.op == "ge":
+            ok = a >= v
+        else:  # masked_eq
+            ok = (a & c.mask) == v
+        if not ok:
+            return False
+    return True
+
+
+def decide(plan: Plan, nr: int, args: tuple[int, ...] | list[int]) -> SyscallRule | DefaultAction:
+    """The rule (or the default) that decides call `nr` with `args`, in Plan order."""
+    for rule in plan.seccomp.rules:
+        if rule.nr == nr and rule_matches(rule, args):
+            return rule
+    return plan.seccomp.default
+
+
+__all__ = ["build_filter", "export_pfc", "export_bpf", "rule_matches", "decide",
+           "FilterBuildError", "TRACE_DATA", "io"]

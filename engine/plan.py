@@ -1,0 +1,317 @@
+"""The Plan: everything a sandbox launch needs, as frozen plain data.
+
+The compiler (engine/compile.py) turns a resolved profile into a Plan; the runtime
+(sentry/, gofer/, netstack/) reads only the Plan, never the YAML. `sandboxctl compile`
+prints it. The JSON form is deterministic: the same profile gives byte-identical JSON.
+
+This module is the contract between the parts of sandboxctl. Change it with care and
+keep `from_dict(to_dict(plan)) == plan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PLAN_VERSION = 1
+
+# What the Sentry (or the kernel) does with a call that matched a rule.
+#   allow   - the kernel runs it (SECCOMP_RET_ALLOW), unless `trap` is set
+#   deny    - refused with `errno`
+#   kill    - the process is killed (SECCOMP_RET_KILL_PROCESS, or by the Sentry)
+#   log     - allowed, and recorded in the run's events log
+#   emulate - implemented by the Sentry handler named in `handler` (uname, openat, ...)
+Action = Literal["allow", "deny", "kill", "log", "emulate"]
+ArgOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "masked_eq"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where in which profile file a piece of the Plan came from."""
+
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+    text: str = ""  # the entry as written, one line, for explain/diff output
+
+    def where(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class ArgCond:
+    """One argument check, as libseccomp's scmp_arg_cmp: args[index] <op> value.
+
+    For masked_eq the check is (args[index] & mask) == value.
+    `symbol` keeps the symbolic spelling from the profile (AF_UNIX, O_WRONLY|O_CREAT).
+    """
+
+    index: int
+    op: ArgOp
+    value: int
+    mask: int = 0
+    symbol: str | None = None
+
+
+@dataclass(frozen=True)
+class SyscallRule:
+    """One compiled rule. Several rules may name the same syscall with different args;
+    their conditions are ANDed within a rule, and rules are tried in order."""
+
+    name: str
+    nr: int  # x86_64 number
+    action: Action
+    errno: int = 0  # for deny
+    args: tuple[ArgCond, ...] = ()
+    # True: the host filter sends the call to the Sentry (SECCOMP_RET_USER_NOTIF on
+    # seccomp-notify, SECCOMP_RET_TRACE on ptrace) and the Sentry applies `action`.
+    # Denials, kills and logs are trapped when audit is on, so every refusal is an event.
+    trap: bool = False
+    handler: str | None = None  # Sentry handler for emulate/log: "uname", "openat", "observe"...
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class DefaultAction:
+    action: Action  # allow | deny | kill | log
+    errno: int = 0
+    trap: bool = False
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class SeccompPlan:
+    arch: str  # "x86_64"; other ABIs (i386, x32) are always refused
+    default: DefaultAction
+    rules: tuple[SyscallRule, ...]
+    # Errno answered for calls of a foreign ABI is not used: they are killed (bad arch).
+
+
+@dataclass(frozen=True)
+class UnameConfig:
+    sysname: str = "Linux"
+    nodename: str = "sandbox"  # == the sandbox hostname
+    release: str = "4.4.0"
+    version: str = "#1 SMP Sun Jan 10 15:06:54 PST 2016"
+    machine: str = "x86_64"
+    domainname: str = "(none)"
+
+
+@dataclass(frozen=True)
+class SyntheticFile:
+    """A file the Sentry/Gofer serves from memory (/proc/version, /etc/hostname...)."""
+
+    path: str
+    content: str
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    denials: bool = True  # trap denied calls so each one is an event
+    file_access: bool = True  # record refused file accesses
+    exec: bool = True  # record execve/execveat paths
+    network: bool = True  # record refused connections
+
+
+@dataclass(frozen=True)
+class SentryConfig:
+    uname: UnameConfig
+    synthetic_files: tuple[SyntheticFile, ...] = ()
+    audit: AuditConfig = AuditConfig()
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: Literal["bind", "tmpfs", "proc", "dev"]
+    target: str  # absolute path inside the sandbox
+    source: str | None = None  # absolute host path (bind); resolved by the compiler
+    readonly: bool = False
+    size: int | None = None  # bytes (tmpfs)
+    options: tuple[str, ...] = ()  # nosuid, nodev, noexec, ...
+    source_loc: Source | None = None
+
+
+@dataclass(frozen=True)
+class RootConfig:
+    source: str = "/"  # host directory the root is built from
+    readonly: bool = True
+    overlay: Literal["none", "memory", "dir"] = "memory"
+    upper_dir: str | None = None  # host directory for overlay == "dir"
+    keep_upper: bool = False  # keep the upper layer after the run
+    source_loc: Source | None = None
+
+
+@dataclass(frozen=True)
+class PathRule:
+    """A glob over sandbox paths (`/root/**`, `/etc/shadow`)."""
+
+    glob: str
+    errno: int = 2  # ENOENT (invisible) unless the profile says EACCES
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class GoferConfig:
+    mediation: Literal["gofer", "direct"]
+    root: RootConfig
+    mounts: tuple[Mount, ...] = ()
+    deny: tuple[PathRule, ...] = ()
+    readonly: tuple[PathRule, ...] = ()
+    synthetic_files: tuple[SyntheticFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class EgressRule:
+    cidr: str | None = None  # "10.0.0.0/8"
+    host: str | None = None  # "example.com" (bound to the addresses it resolves to)
+    ports: tuple[int, ...] = ()  # empty: any port
+    protocol: Literal["tcp", "udp", "any"] = "any"
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class PublishRule:
+    host_addr: str  # "127.0.0.1"
+    host_port: int
+    sandbox_port: int
+    protocol: Literal["tcp", "udp"] = "tcp"
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    mode: Literal["none", "netstack", "passthrough"]
+    egress: tuple[EgressRule, ...] = ()
+    publish: tuple[PublishRule, ...] = ()
+    dns: tuple[str, ...] = ()  # upstream servers for the DNS forwarder; empty: host's
+    mtu: int = 65520
+    address: str = "10.0.2.100/24"  # sandbox side of the TAP link (netstack mode)
+    gateway: str = "10.0.2.2"
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    name: str  # "nofile", "nproc", "as", "core", "cpu", "fsize", "stack", "memlock", ...
+    soft: int
+    hard: int
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: int | None = None  # bytes
+    pids: int | None = None
+    cpu: float | None = None  # cores
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    command: tuple[str, ...]
+    cwd: str = "/"
+    env: tuple[tuple[str, str], ...] = ()
+    uid: int = 0  # ids inside the sandbox
+    gid: int = 0
+    capabilities: tuple[str, ...] = ()  # kept, e.g. ("CAP_NET_BIND_SERVICE",)
+    no_new_privs: bool = True
+    rlimits: tuple[Rlimit, ...] = ()
+    resources: Resources = Resources()
+    hostname: str = "sandbox"
+    domainname: str = "(none)"
+    platform: Literal["seccomp-notify", "ptrace"] = "seccomp-notify"
+
+
+@dataclass(frozen=True)
+class Plan:
+    version: int
+    profile_name: str
+    profile_file: str
+    profile_sha256: str  # of the resolved profile, for caching and run records
+    seccomp: SeccompPlan
+    sentry: SentryConfig
+    gofer: GoferConfig
+    network: NetworkConfig
+    launch: LaunchConfig
+
+    # -- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        return _from_plain(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        return cls.from_dict(json.loads(text))
+
+    # -- queries the runtime needs -------------------------------------------------
+    def rules_for(self, nr: int) -> tuple[SyscallRule, ...]:
+        return tuple(r for r in self.seccomp.rules if r.nr == nr)
+
+    def trapped_numbers(self) -> frozenset[int]:
+        return frozenset(r.nr for r in self.seccomp.rules if r.trap)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_plain(tp: Any, data: Any) -> Any:
+    if isinstance(tp, str):
+        raise TypeError(f"unresolved annotation {tp!r}")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _from_plain(hints[f.name], data[f.name])
+        return tp(**kwargs)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        for a in args:
+            try:
+                return _from_plain(a, data)
+            except (TypeError, KeyError, ValueError):
+                continue
+        raise TypeError(f"cannot read {data!r} as {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_plain(args[0], v) for v in data)
+        return tuple(_from_plain(a, v) for a, v in zip(args, data))
+    if origin is Literal:
+        if data not in typing.get_args(tp):
+            raise ValueError(f"{data!r} not in {typing.get_args(tp)}")
+        return data
+    if tp is float and isinstance(data, int):
+        return float(data)
+    if tp in (int, str, bool, float):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise TypeError(f"expected {tp.__name__}, got {data!r}")
+        return data
+    return data
+
+
+__all__ = [
+    "PLAN_VERSION", "Action", "ArgOp", "Source", "ArgCond", "SyscallRule", "DefaultAction",
+    "SeccompPlan", "UnameConfig", "SyntheticFile", "AuditConfig", "SentryConfig", "Mount",
+    "RootConfig", "PathRule", "GoferConfig", "EgressRule", "PublishRule", "NetworkConfig",
+    "Rlimit", "Resources", "LaunchConfig", "Plan", "field",
+]

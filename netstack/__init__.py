@@ -1,0 +1,1 @@
+"""sandboxctl.netstack"""
