@@ -1,0 +1,325 @@
+"""Start the Sentry for a sandboxed child and keep the two tied together.
+
+    handle = start_sentry(plan, child_pid, listener_fdnum, run, gofer_sock=None, debug=False)
+    ...                         # the launcher waits for (and reaps) the program
+    handle.wait()               # then the Sentry: it exits once no sandboxed task is left
+    run.finish(code, sig)       # status.json (killed_by is found in events.jsonl)
+
+The listener is taken from the child with pidfd_getfd (polling until the child has
+loaded its filter: the pending execve notification waits in the kernel meanwhile). The
+Sentry is a forked process that runs as the sandbox's uid, drops every capability, sets
+no_new_privs, loads its own filter (confine.py) and serves. If it fails it kills the
+sandbox and writes why to <run>/sentry.failed; a watcher thread in the supervisor kills
+the sandbox too if the Sentry dies any other way, so the program never runs unserved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.errors import HostError, SandboxError
+from ..engine.plan import Plan
+from .runs import EventWriter, RunRecord
+
+NR_PIDFD_SEND_SIGNAL = 424
+NR_PIDFD_OPEN = 434
+NR_PIDFD_GETFD = 438
+FAILED = "sentry.failed"
+LISTENER_TIMEOUT = 10.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def pidfd_open(pid: int) -> int:
+    fd = _syscall(NR_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"pidfd_open({pid}): {os.strerror(e)}")
+    return fd
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    fd = _syscall(NR_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(targetfd), ctypes.c_uint(0))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return fd
+
+
+def pidfd_kill(pidfd: int, sig: int = signal.SIGKILL) -> bool:
+    r = _syscall(NR_PIDFD_SEND_SIGNAL, ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0))
+    return r == 0
+
+
+def _exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _is_listener(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:seccomp notify"
+    except OSError:
+        return False
+
+
+def take_listener(child_pidfd: int, fdnum: int, timeout: float = LISTENER_TIMEOUT) -> int:
+    """Copy the child's notification fd into this process once the child loaded it."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while True:
+        try:
+            fd = pidfd_getfd(child_pidfd, fdnum)
+        except OSError as exc:
+            if exc.errno == _errno.EPERM:
+                raise HostError("cannot take the sandbox's seccomp listener (pidfd_getfd: "
+                                "permission denied)",
+                                hint="run sandboxctl as the user who owns the sandbox, without "
+                                "a ptrace restriction (kernel.yama.ptrace_scope <= 1)") from exc
+            if exc.errno == _errno.ENOSYS:
+                raise HostError("this kernel has no pidfd_getfd(2)",
+                                hint="use Linux 5.6 or newer, or --platform ptrace") from exc
+            if exc.errno not in (_errno.EBADF, _errno.ESRCH):
+                raise SandboxError(f"pidfd_getfd: {exc.strerror}") from exc
+        else:
+            if _is_listener(fd):
+                return fd
+            os.close(fd)  # not (yet) the listener: the child still sets up
+        if _exited(child_pidfd):
+            raise SandboxError("the sandboxed process exited before it loaded its seccomp filter")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"the sandboxed process did not load its seccomp filter within "
+                               f"{timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+
+
+def _ids_of(pid: int) -> tuple[int, int] | None:
+    uid = gid = None
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    vals = {int(v) for v in line.split()[1:]}
+                    uid = vals.pop() if len(vals) == 1 else None
+                elif line.startswith("Gid:"):
+                    vals = {int(v) for v in line.split()[1:]}
+                    gid = vals.pop() if len(vals) == 1 else None
+    except OSError:
+        return None
+    return (uid, gid) if uid is not None and gid is not None else None
+
+
+@dataclass
+class SentryHandle:
+    pid: int
+    pidfd: int  # readable when the Sentry has exited
+    run: RunRecord
+    _child_pidfd: int
+    _stop_w: int
+    _status: int | None = None
+    _watcher: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the Sentry to exit (it does once no sandboxed task is left; call after
+        the program was reaped). Returns its wait status, None on timeout."""
+        with self._lock:
+            if self._status is not None:
+                return self._status
+        if timeout is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+            return None
+        with self._lock:
+            if self._status is None:
+                _, status = os.waitpid(self.pid, 0)
+                self._status = status
+                self._close()
+            return self._status
+
+    def kill(self) -> None:
+        pidfd_kill(self.pidfd, signal.SIGKILL)
+
+    def failed(self) -> str | None:
+        """Why the Sentry failed, or None if it did not (or has not exited yet)."""
+        try:
+            return (self.run.dir / FAILED).read_text().strip() or "the Sentry failed"
+        except OSError:
+            pass
+        st = self._status
+        if st is None:
+            return None
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+            why = " (by its own seccomp filter)" if sig == signal.SIGSYS else ""
+            return f"the Sentry was killed by signal {signal.Signals(sig).name}{why}"
+        if os.WIFEXITED(st) and os.WEXITSTATUS(st) != 0:
+            return f"the Sentry exited with status {os.WEXITSTATUS(st)}"
+        return None
+
+    def _close(self) -> None:
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+
+
+def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
+    """If the Sentry dies first, the sandbox dies with it."""
+    try:
+        r, _, _ = select.select([sentry_pidfd, stop_r], [], [])
+        pidfd_kill(child_pidfd, signal.SIGKILL)  # harmless once the child is gone
+    finally:
+        for fd in (stop_r, child_pidfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord,
+                 gofer_sock: Any = None, debug: bool = False) -> SentryHandle:
+    from .platform_notify import UnsupportedKernel, notif_sizes
+
+    try:
+        notif_sizes()
+    except UnsupportedKernel as exc:
+        raise HostError("this kernel has no seccomp user notification",
+                        hint="use Linux 5.5 or newer, or --platform ptrace") from exc
+    child_pidfd = pidfd_open(child_pid)
+    try:
+        listener = take_listener(child_pidfd, listener_fdnum)
+    except BaseException:
+        os.close(child_pidfd)
+        raise
+    ids = _ids_of(child_pid)
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the Sentry
+        code = 70
+        try:
+            os.close(stop_r)
+            os.close(stop_w)
+            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug, ids)
+        finally:
+            os._exit(code)
+    os.close(listener)
+    spidfd = pidfd_open(pid)
+    handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
+    t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
+                         name="sentry-watch", daemon=True)
+    t.start()
+    handle._watcher = t
+    return handle
+
+
+# -- inside the Sentry process ----------------------------------------------------------
+
+
+def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
+                 debug: bool, ids: tuple[int, int] | None) -> int:
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
+    log_fh = None
+    writer: EventWriter | None = None
+    try:
+        from .call import SentryContext
+        from .confine import become, confine
+        from .dispatch import Dispatcher
+        from .platform_notify import NotifyLoop, Responder, notif_sizes
+
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        keep = {0, 1, 2, listener, child_pidfd}
+        if gofer_sock is not None and hasattr(gofer_sock, "fileno"):
+            keep.add(gofer_sock.fileno())
+        elif isinstance(gofer_sock, int):
+            keep.add(gofer_sock)
+        for fd in _open_fds():
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        writer = EventWriter(run.events_path, buffered=True)
+        if debug:
+            log_fh = open(run.log_path, "a", buffering=1)
+        lock = threading.Lock()
+
+        def emit(ev: dict[str, Any]) -> None:
+            with lock:
+                writer.write(ev)
+
+        def flush() -> None:
+            with lock:
+                writer.flush()
+                if log_fh is not None:
+                    log_fh.flush()
+
+        def log(msg: str) -> None:
+            log_fh.write(f"{time.time():.6f} {msg}\n")  # type: ignore[union-attr]
+
+        def on_kill(call, k) -> None:
+            flush()
+
+        ctx = SentryContext(plan=plan, emit=emit, gofer_sock=gofer_sock,
+                            debug=log if debug else None)
+        dispatcher = Dispatcher(ctx)
+        blocking = any(s is not None and s.may_block for s in dispatcher.slots)
+        loop = NotifyLoop(listener, dispatcher, workers=4 if blocking else 0, flush=flush,
+                          on_kill=on_kill, log=log if debug else None)
+        r = Responder(listener, notif_sizes())
+        if debug:
+            log(f"sentry pid={os.getpid()} child_ids={ids} trapped="
+                f"{sorted(plan.trapped_numbers())} workers={loop.nworkers}")
+        if ids is not None and os.geteuid() == 0:
+            become(*ids)
+        loop.start_workers()
+        confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD))
+        if debug:
+            log("confined; serving")
+        loop.run()
+        if debug:
+            log(f"no sandboxed task left; served {loop.served} calls")
+        return 0
+    except BaseException as exc:
+        reason = f"the Sentry failed: {exc.__class__.__name__}: {exc}"
+        pidfd_kill(child_pidfd, signal.SIGKILL)  # never leave the program unserved
+        try:
+            (run.dir / FAILED).write_text(reason + "\n")
+            if log_fh is not None:
+                log_fh.write(traceback.format_exc())
+            os.write(2, f"sandboxctl: {reason}\n".encode())
+        except BaseException:
+            pass
+        return 70
+    finally:
+        try:
+            if writer is not None:
+                writer.close()
+            if log_fh is not None:
+                log_fh.close()
+        except BaseException:
+            pass
+
+
+def _open_fds() -> list[int]:
+    return [int(n) for n in os.listdir("/proc/self/fd")]
+
+
+__all__ = ["start_sentry", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",
+           "pidfd_kill", "FAILED"]
