@@ -73,8 +73,10 @@ def build_filter(plan: Plan, platform: Platform | None = None) -> sc.SyscallFilt
     default_value = _action_value(default.action, default.errno, default.trap, platform)
     for rule in seccomp.rules:
         value = _action_value(rule.action, rule.errno, rule.trap, platform)
-        if value == default_value and not rule.args:
-            # libseccomp refuses a rule equal to the default action; it is implied.
+        if value == default_value:
+            # libseccomp refuses a rule equal to the default action (with or without
+            # argument checks); it is implied. engine.compile keeps each syscall's rules
+            # consistent with this (see compile.kernel_consistent).
             continue
         try:
             flt.add_rule(value, rule.nr, *(_arg(c) for c in rule.args))

@@ -1,0 +1,75 @@
+"""Syscall groups (`@default`, `@file-io`, ...): data in profiles/groups.yaml, expanded here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import Diagnostic, ProfileError
+
+
+def profiles_dir() -> Path:
+    """The folder holding the built-in profiles, groups.yaml and schema.json."""
+    from .. import profiles
+
+    return Path(profiles.__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    description: str
+    members: tuple[str, ...]  # syscall names and "@group" references, as written
+
+
+@lru_cache(maxsize=4)
+def load_groups(path: str | None = None) -> dict[str, Group]:
+    """Every group defined in groups.yaml, by name (without the @)."""
+    from .yamlload import load_file
+
+    file = Path(path) if path else profiles_dir() / "groups.yaml"
+    root = load_file(file)
+    table = root.get("groups")
+    if table is None or not table.is_map:
+        raise ProfileError([Diagnostic(str(file), 1, 1, "groups.yaml needs a `groups:` mapping")])
+    out: dict[str, Group] = {}
+    for name, node in table.items():
+        calls = node.get("syscalls")
+        desc = node.get("description")
+        out[name] = Group(
+            name,
+            str(desc.value) if desc is not None else "",
+            tuple(str(n.value) for n in (calls.seq() if calls is not None else [])),
+        )
+    return out
+
+
+class GroupCycle(Exception):
+    def __init__(self, chain: list[str]) -> None:
+        super().__init__(" -> ".join("@" + c for c in chain))
+        self.chain = chain
+
+
+def expand(name: str, groups: dict[str, Group] | None = None) -> tuple[str, ...]:
+    """The syscall names in group `name` (with or without @), nested groups expanded,
+    in first-mention order without repeats. KeyError for an unknown group."""
+    groups = groups if groups is not None else load_groups()
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def walk(g: str, chain: list[str]) -> None:
+        if g in chain:
+            raise GroupCycle(chain + [g])
+        for m in groups[g].members:
+            if m.startswith("@"):
+                walk(m[1:], chain + [g])
+            elif m not in seen:
+                seen.add(m)
+                out.append(m)
+
+    walk(name.lstrip("@"), [])
+    return tuple(out)
+
+
+__all__ = ["Group", "GroupCycle", "load_groups", "expand", "profiles_dir"]
