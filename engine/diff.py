@@ -703,3 +703,105 @@ def reaches(changes: Iterable[Change], level: Level) -> bool:
 
 
 __all__ = ["Change", "diff_plans", "max_risk", "reaches", "DefaultAction"]
+
+
+# -- inputs: files or git revisions ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a diff as the user named it: a file, or `REV:path` in git."""
+
+    spec: str
+    rev: str | None  # None: a file in the working tree
+    path: str  # the file (rev None) or the path inside the repository
+
+
+def parse_side(spec: str) -> Side:
+    """`path/to/profile.yaml` or `REV:path` (as `git show` takes it). An existing file
+    wins over the revision reading, so a file name with a colon still works."""
+    import os
+
+    if os.path.exists(spec) or ":" not in spec:
+        return Side(spec, None, spec)
+    rev, path = spec.split(":", 1)
+    if not rev or not path:
+        from .errors import ProfileError, Diagnostic
+
+        raise ProfileError([Diagnostic(spec, 1, 1, f"cannot read {spec!r} as REV:path",
+                                       hint="write it as HEAD~1:profiles/app.yaml")])
+    return Side(spec, rev, path)
+
+
+def _git(args: list[str], cwd: str) -> bytes:
+    import subprocess
+
+    from .errors import HostError, SandboxctlError
+
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=120)
+    except FileNotFoundError as exc:
+        raise HostError("git is not installed, so a REV:path profile cannot be read.",
+                        hint="install git (apt-get install git) or pass profile files") from exc
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise SandboxctlError(f"git {' '.join(args)}: {msg[-1] if msg else 'failed'}",
+                              hint="check the revision and the path (git show REV:path must work)")
+    return proc.stdout
+
+
+def materialise(side: Side, tmp: str, cwd: str = ".") -> tuple[str, str, str]:
+    """Write the tree of `side.rev` under `tmp` so relative `extends` and mount sources
+    resolve as they did in that revision. Returns (profile file under tmp, repository
+    top-level directory, path of the profile inside the repository)."""
+    import io
+    import os
+    import tarfile
+
+    top = _git(["rev-parse", "--show-toplevel"], cwd).decode().strip()
+    prefix = _git(["rev-parse", "--show-prefix"], cwd).decode().strip()
+    rev = side.rev or "HEAD"
+    commit = _git(["rev-parse", "--verify", "--quiet", rev + "^{commit}"], cwd).decode().strip()
+    path = side.path
+    if path.startswith(("./", "../")):
+        path = os.path.normpath(os.path.join(prefix, path))
+    # `git cat-file -e` gives a clear error for a path missing in that revision.
+    _git(["cat-file", "-e", f"{commit}:{path}"], cwd)
+    data = _git(["archive", "--format=tar", commit], top)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp, filter="data")
+    return os.path.join(tmp, path), top, path
+
+
+def _remap(plan: Plan, old_prefix: str, new_prefix: str) -> Plan:
+    """Rewrite host paths under `old_prefix` (a materialised tree) to `new_prefix` (the
+    repository), so a mount source reads the same on both sides of a diff."""
+    old_prefix = old_prefix.rstrip("/")
+
+    def walk(v):
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str) and (v == old_prefix or v.startswith(old_prefix + "/")):
+            return new_prefix.rstrip("/") + v[len(old_prefix):]
+        return v
+
+    return Plan.from_dict(walk(plan.to_dict()))
+
+
+def load_side(side: Side, compile_fn: Callable[..., Plan], cwd: str = ".") -> Plan:
+    """Compile one side of a diff to its Plan. `compile_fn(path, display=...)` is the
+    profile compiler (engine.compile.compile_profile)."""
+    import os
+    import tempfile
+
+    if side.rev is None:
+        return compile_fn(side.path)
+    with tempfile.TemporaryDirectory(prefix="sandboxctl-diff-") as tmp:
+        real_tmp = os.path.realpath(tmp)
+        file, top, inner = materialise(side, real_tmp, cwd)
+        try:
+            plan = compile_fn(file, display=f"{side.rev}:{inner}")
+        except TypeError:  # a compiler without display names
+            plan = compile_fn(file)
+        return _remap(plan, real_tmp, top)
