@@ -312,7 +312,7 @@ class PtraceTracer:
             self._remove(pid)
 
     def _exited(self, t: _Tracee) -> None:
-        if self.strace is not None and t.entry is not None:
+        if self.strace is not None and t.entry is not None and t.entry[1]:
             self.strace.unfinished(t.pid, t.entry[1], "exited")
         self._remove(t.pid)
 
@@ -434,23 +434,28 @@ class PtraceTracer:
     def _syscall_stop(self, t: _Tracee) -> None:
         info = self._pt.syscall_info(t.pid)
         if info.op == PTRACE_SYSCALL_INFO_ENTRY:
+            if t.inject is not None:  # an injected call: its exit must stop here too
+                self._pt.call(PTRACE_SYSCALL, t.pid, 0, 0)
+                return
             t.forced = None
-            if t.inject is None:
+            if self.strace is not None:
                 self._strace_entry(t, info.nr, tuple(info.args))
         elif info.op == PTRACE_SYSCALL_INFO_EXIT:
             if t.inject is not None:
                 t.inject.on_exit(self, t, ctypes.c_int64(info.nr).value)
                 return
-            if t.entry is not None:
-                nr, text, t0 = t.entry
-                t.entry = None
-                if text:
-                    rval = ctypes.c_int64(info.nr).value  # exit view: rval overlays nr
-                    note = "sentry" if t.forced is not None else ""
-                    self.strace.line(t.pid, text, self.strace.formatter.result(nr, rval),
-                                     (time.monotonic_ns() - t0) / 1e9, note)
-            t.forced = None
+            self._strace_exit(t, ctypes.c_int64(info.nr).value)  # rval overlays nr
         self._resume_tracee(t.pid)
+
+    def _strace_exit(self, t: _Tracee, rval: int) -> None:
+        if self.strace is not None and t.entry is not None:
+            nr, text, t0 = t.entry
+            if text:
+                note = "sentry" if t.forced is not None else ""
+                self.strace.line(t.pid, text, self.strace.formatter.result(nr, rval),
+                                 (time.monotonic_ns() - t0) / 1e9, note)
+        t.entry = None
+        t.forced = None
 
 
 class _FdInjection:
@@ -462,7 +467,8 @@ class _FdInjection:
          the red zone); the tracer takes a copy of sv[1] with pidfd_getfd (the tracer may
          ptrace the program, never the reverse) and sends the host fd over it;
       2. close(sv[1]);  3. recvmsg(sv[0], msg, MSG_CMSG_CLOEXEC?) → the fd arrives;
-      4. close(sv[0]);  the received number is the call's result.
+      4. dup3(fd, sv[0]) when fd > sv[0], so the program gets the lowest free number
+         as open() would give, then close(the other one); the number is the result.
     The only socket the program ever holds was created by itself and is connected to
     nothing but the tracer's private copy, closed before the call returns; the Gofer
     socket, the notification fd and the logs never enter the program. Other threads of
@@ -471,7 +477,7 @@ class _FdInjection:
     refuses socketpair/recvmsg/close gets EPERM from them and the call fails (EMFILE
     etc. propagate as the call's errno)."""
 
-    SYS_CLOSE, SYS_SOCKETPAIR, SYS_RECVMSG = 3, 53, 47
+    SYS_CLOSE, SYS_SOCKETPAIR, SYS_RECVMSG, SYS_DUP3 = 3, 53, 47, 292
     AF_UNIX, SOCK_DGRAM, SOCK_CLOEXEC, MSG_CMSG_CLOEXEC = 1, 2, 0o2000000, 0x40000000
 
     def __init__(self, tracer: PtraceTracer, t: _Tracee, decision: Any) -> None:
@@ -551,8 +557,22 @@ class _FdInjection:
                     self.received = int.from_bytes(cmsg[16:20], "little")
                 else:
                     self.error = -errno.EIO
+            if self.received > self.sv[0]:
+                # give it the number open() would have: sv[0]'s slot (dup3 closes sv[0])
+                self.step = 4
+                flags = os.O_CLOEXEC if self.cloexec else 0
+                return self._issue(tracer, t, self.SYS_DUP3,
+                                   (self.received, self.sv[0], flags, 0, 0, 0))
             self.step = 3
             return self._issue(tracer, t, self.SYS_CLOSE, (self.sv[0], 0, 0, 0, 0, 0))
+        if self.step == 4:  # dup3 done: drop the higher number
+            if rval >= 0:
+                old, self.received = self.received, rval
+            else:  # keep the higher number; still close the socket
+                self.step = 3
+                return self._issue(tracer, t, self.SYS_CLOSE, (self.sv[0], 0, 0, 0, 0, 0))
+            self.step = 3
+            return self._issue(tracer, t, self.SYS_CLOSE, (old, 0, 0, 0, 0, 0))
         return self._finish(tracer, t, self.error or self.received)
 
     def _send(self, pid: int) -> None:
@@ -584,6 +604,7 @@ class _FdInjection:
         pt.setregs(t.pid)
         t.inject = None
         t.forced = result
+        tracer._strace_exit(t, result)  # the original call's exit stop was used up
         tracer._resume_tracee(t.pid)
 
 
