@@ -60,18 +60,6 @@ def _prctl(option: int, a: int = 0, b: int = 0, c: int = 0, d: int = 0) -> int:
     return _libc.prctl(option, a, b, c, d)
 
 
-def become(uid: int, gid: int) -> None:
-    """Run as the sandbox's host uid/gid, so reading its memory needs no capability."""
-    if os.getuid() == uid and os.getgid() == gid:
-        return
-    try:
-        os.setgroups([])
-    except PermissionError:
-        pass
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-
-
 def drop_capabilities() -> None:
     """Empty every capability set: bounding (while CAP_SETPCAP allows), ambient,
     inheritable, permitted, effective."""
@@ -119,5 +107,5 @@ def confine(listener_ioctls: tuple[int, ...]) -> None:
     load_sentry_filter(listener_ioctls)
 
 
-__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "become", "drop_capabilities",
+__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "drop_capabilities",
            "no_new_privs", "load_sentry_filter"]

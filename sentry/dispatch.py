@@ -23,6 +23,7 @@ from ..engine.filter import decide
 from ..engine.plan import DefaultAction, Plan, SyscallRule
 from .call import Call, Continue, Decision, Errno, Handler, Kill, Memory, SentryContext
 from .decode import decode, errno_name, syscall_name
+from .dispatch_util import read_comm
 from .table import Entry, load_table, resolve
 
 NR_MAX = 512
@@ -42,19 +43,6 @@ def rule_ref(rule: SyscallRule | DefaultAction) -> dict[str, Any] | None:
     if src is None:
         return None
     return {"file": src.file, "line": src.line, "col": src.col, "text": src.text}
-
-
-def read_comm(pid: int) -> str:
-    import os
-
-    try:
-        fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return "?"
-    try:
-        return os.read(fd, 64).decode(errors="replace").strip()
-    finally:
-        os.close(fd)
 
 
 class Dispatcher:
@@ -154,4 +142,4 @@ class Dispatcher:
 
 MakeCall = Callable[[int, int, tuple[int, ...]], Call]
 
-__all__ = ["Dispatcher", "Slot", "rule_ref", "read_comm", "NR_MAX"]
+__all__ = ["Dispatcher", "Slot", "rule_ref", "NR_MAX"]

@@ -7,9 +7,11 @@ mounts) still decides whether the exec succeeds."""
 
 from __future__ import annotations
 
+import json
 import struct
 
 from .call import Call, Continue, Decision, Memory, SentryContext
+from .dispatch_util import read_comm
 from .table import Entry
 
 _MAX_ARGV = 64
@@ -45,9 +47,9 @@ def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
         argv = _read_argv(mem, argv_addr)
     except OSError:
         argv = []
-    ctx.event({"kind": "exec", "pid": call.pid, "syscall": call.name, "nr": call.nr,
+    ctx.event({"kind": "exec", "pid": call.pid, "comm": read_comm(call.pid), "syscall": call.name, "nr": call.nr,
                "args": list(call.args), "action": "allow", "path": path, "argv": argv,
-               "decoded": f"{call.name}({path!r}, {argv!r})"})
+               "decoded": f"{call.name}({json.dumps(path)}, {json.dumps(argv)})"})
     return Continue()
 
 

@@ -7,7 +7,9 @@
 
 The listener is taken from the child with pidfd_getfd (polling until the child has
 loaded its filter: the pending execve notification waits in the kernel meanwhile). The
-Sentry is a forked process that runs as the sandbox's uid, drops every capability, sets
+Sentry is a forked process that keeps the supervisor's uid (the owner of the sandbox's user
+namespace, which is what lets it read the sandbox's memory without any capability of its
+own: a ptrace-mode access check succeeds for the owner), drops every capability, sets
 no_new_privs, loads its own filter (confine.py) and serves. If it fails it kills the
 sandbox and writes why to <run>/sentry.failed; a watcher thread in the supervisor kills
 the sandbox too if the Sentry dies any other way, so the program never runs unserved.
@@ -105,22 +107,6 @@ def take_listener(child_pidfd: int, fdnum: int, timeout: float = LISTENER_TIMEOU
         delay = min(delay * 2, 0.01)
 
 
-def _ids_of(pid: int) -> tuple[int, int] | None:
-    uid = gid = None
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    vals = {int(v) for v in line.split()[1:]}
-                    uid = vals.pop() if len(vals) == 1 else None
-                elif line.startswith("Gid:"):
-                    vals = {int(v) for v in line.split()[1:]}
-                    gid = vals.pop() if len(vals) == 1 else None
-    except OSError:
-        return None
-    return (uid, gid) if uid is not None and gid is not None else None
-
-
 @dataclass
 class SentryHandle:
     pid: int
@@ -202,7 +188,6 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
     except BaseException:
         os.close(child_pidfd)
         raise
-    ids = _ids_of(child_pid)
     stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -212,7 +197,7 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
         try:
             os.close(stop_r)
             os.close(stop_w)
-            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug, ids)
+            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug)
         finally:
             os._exit(code)
     os.close(listener)
@@ -229,14 +214,14 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 
 
 def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
-                 debug: bool, ids: tuple[int, int] | None) -> int:
+                 debug: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
     log_fh = None
     writer: EventWriter | None = None
     try:
         from .call import SentryContext
-        from .confine import become, confine
+        from .confine import confine
         from .dispatch import Dispatcher
         from .platform_notify import NotifyLoop, Responder, notif_sizes
 
@@ -284,10 +269,8 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
                           on_kill=on_kill, log=log if debug else None)
         r = Responder(listener, notif_sizes())
         if debug:
-            log(f"sentry pid={os.getpid()} child_ids={ids} trapped="
+            log(f"sentry pid={os.getpid()} uid={os.geteuid()} trapped="
                 f"{sorted(plan.trapped_numbers())} workers={loop.nworkers}")
-        if ids is not None and os.geteuid() == 0:
-            become(*ids)
         loop.start_workers()
         confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD))
         if debug:
