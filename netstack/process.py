@@ -1,0 +1,84 @@
+"""The netstack process: `python -m sandboxctl.netstack.process TAP_FD CONTROL_FD`.
+
+Started by setup.attach(); reads its NetworkConfig as the first JSON line on the control
+socket, answers {"ready": true} once listening, then sends {"event": {...}} lines and
+answers {"cmd": "stats"} / {"cmd": "stop"}. It dies with its parent (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+
+from ..engine.plan import NetworkConfig, _from_plain
+from .stack import Stack
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        sys.exit(1)
+
+
+def main(argv: list[str]) -> int:
+    tap_fd, ctl_fd = int(argv[0]), int(argv[1])
+    _die_with_parent()
+    ctl = socket.socket(fileno=ctl_fd)
+    reader = ctl.makefile("rb")
+    first = reader.readline()
+    if not first:
+        return 1
+
+    def send(msg: dict) -> None:
+        try:
+            ctl.sendall((json.dumps(msg) + "\n").encode())
+        except OSError:
+            pass
+
+    try:
+        config = _from_plain(NetworkConfig, json.loads(first)["config"])
+        stack = Stack(tap_fd, config, lambda e: send({"event": e}))
+    except Exception as exc:  # reported to attach(), which raises it
+        send({"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: stack.stop())
+    ctl.setblocking(False)
+    pending = bytearray()
+
+    def on_control(_mask: int) -> None:
+        try:
+            data = ctl.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            stack.stop()
+            return
+        pending.extend(data)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            try:
+                cmd = json.loads(line).get("cmd")
+            except ValueError:
+                continue
+            if cmd == "stats":
+                send({"stats": stack.snapshot()})
+            elif cmd == "stop":
+                stack.stop()
+
+    stack.add_fd(ctl.fileno(), on_control)
+    send({"ready": True})
+    stack.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,464 @@
+"""The user-space network stack: one epoll loop over the TAP fd, the host sockets and the
+control channel. Frames from the sandbox are parsed here (Ethernet, ARP, IPv4, ICMP, UDP)
+and TCP segments are handed to tcp.Tcp.
+
+The gateway address is the host: connections to it go to the host's loopback
+(127.0.0.1), and the egress rules are applied to that real destination. UDP to the
+gateway's port 53 is the DNS forwarder. IPv6 frames are counted and dropped for now; the
+TCP layer keys connections by packed addresses so an IPv6 front end can share it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import time
+from struct import error as struct_error
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..engine.plan import NetworkConfig, Source
+from . import dns, wire
+from .egress import EgressPolicy
+from .link import Link
+from .tcp import Tcp
+
+HOST_LOOPBACK = "127.0.0.1"
+UDP_IDLE = 60.0
+MAX_UDP_FLOWS = 1024
+READ_BATCH = 64
+FRAME_BUF = 65536 + 4096
+DNS_TIMEOUT = 5.0
+MAX_DNS_PENDING = 256
+REPORT_EVERY = 1.0  # at most one refusal event per destination per second
+
+
+def _source_dict(src: Source | None) -> dict | None:
+    if src is None:
+        return None
+    return {"file": src.file, "line": src.line, "col": src.col, "text": src.text}
+
+
+@dataclass
+class UdpFlow:
+    sock: socket.socket
+    sport: int  # sandbox port
+    remote_ip: bytes  # as the sandbox addressed it
+    rport: int
+    last: float
+
+
+@dataclass
+class Stats:
+    frames_in: int = 0
+    drops: dict = field(default_factory=dict)
+
+    def drop(self, why: str) -> None:
+        self.drops[why] = self.drops.get(why, 0) + 1
+
+
+class Stack:
+    """Runs until stop() or the TAP device goes away."""
+
+    def __init__(self, tap_fd: int, config: NetworkConfig, emit: Callable[[dict], None],
+                 upstream_dns: list[tuple[str, int]] | None = None) -> None:
+        self.config = config
+        self.emit = emit
+        iface = ipaddress.ip_interface(config.address)
+        self.sandbox_ip = iface.ip.packed
+        self.gateway_ip = ipaddress.ip_address(config.gateway).packed
+        self.tap_fd = tap_fd
+        os.set_blocking(tap_fd, False)
+        self.link = Link(tap_fd, self.gateway_ip, self.sandbox_ip)
+        self.epoll = select.epoll()
+        self.fdmap: dict[int, tuple] = {}
+        self.tcp = Tcp(self.link, self.epoll, self.fdmap)
+        self.policy = EgressPolicy(config.egress)
+        self.stats = Stats()
+        self.udp: dict[tuple, UdpFlow] = {}
+        self.dns_pending: dict[int, tuple] = {}  # upstream id -> (sandbox port, orig id, name, t)
+        self.upstream = upstream_dns if upstream_dns is not None else host_nameservers(config)
+        self.dns_sock: socket.socket | None = None
+        self.names: dict[str, str] = {}  # address -> name the sandbox resolved it from
+        self.reported: dict[tuple, float] = {}
+        self.listeners: list[socket.socket] = []
+        self._running = True
+        self._buf = bytearray(FRAME_BUF)
+        self._view = memoryview(self._buf)
+        self.epoll.register(tap_fd, select.EPOLLIN)
+        self._open_listeners()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _open_listeners(self) -> None:
+        for rule in self.config.publish:
+            if rule.protocol != "tcp":
+                continue  # UDP publish is not implemented; the compiler should refuse it
+            fam = socket.AF_INET6 if ":" in rule.host_addr else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((rule.host_addr, rule.host_port))
+            s.listen(128)
+            s.setblocking(False)
+            self.listeners.append(s)
+            self.fdmap[s.fileno()] = (self._accept, (s, rule.sandbox_port))
+            self.epoll.register(s.fileno(), select.EPOLLIN)
+
+    def add_fd(self, fd: int, callback: Callable[[int], None]) -> None:
+        """Watch another fd (the control channel) from the loop."""
+        self.fdmap[fd] = (lambda _obj, mask: callback(mask), None)
+        self.epoll.register(fd, select.EPOLLIN)
+
+    # -- the loop -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        last_tick = time.monotonic()
+        tap = self.tap_fd
+        fdmap = self.fdmap
+        while self._running:
+            try:
+                events = self.epoll.poll(0.1)
+            except InterruptedError:
+                continue
+            for fd, mask in events:
+                if fd == tap:
+                    if mask & (select.EPOLLHUP | select.EPOLLERR):
+                        self._running = False
+                        break
+                    self._read_tap()
+                else:
+                    entry = fdmap.get(fd)
+                    if entry is not None:
+                        entry[0](entry[1], mask)
+            if self.tcp.dirty:
+                self.tcp.flush_acks()
+            now = time.monotonic()
+            if now - last_tick >= 0.05:
+                last_tick = now
+                self.tcp.tick(now)
+                self._expire(now)
+        self.close()
+
+    def close(self) -> None:
+        self.tcp.close_all()
+        for flow in self.udp.values():
+            flow.sock.close()
+        self.udp.clear()
+        for s in self.listeners:
+            s.close()
+        if self.dns_sock is not None:
+            self.dns_sock.close()
+        self.epoll.close()
+
+    def _read_tap(self) -> None:
+        buf = self._buf
+        for _ in range(READ_BATCH):
+            try:
+                n = os.readv(self.tap_fd, [buf])
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EBADFD, errno.EIO, errno.ENODEV):
+                    self._running = False
+                    return
+                raise
+            self.stats.frames_in += 1
+            try:
+                self.frame(buf, n)
+            except (ValueError, IndexError, struct_error) as exc:  # never die on a frame
+                self.stats.drop(f"malformed: {type(exc).__name__}")
+
+    # -- frames ---------------------------------------------------------------------------
+    def frame(self, buf, n: int) -> None:
+        if n < wire.VNET_LEN + wire.ETH_LEN:
+            self.stats.drop("short")
+            return
+        vflags = buf[0]
+        e = wire.VNET_LEN
+        etype = (buf[e + 12] << 8) | buf[e + 13]
+        ip = e + wire.ETH_LEN
+        if etype == wire.ETH_IP4:
+            self.link.learn_mac(buf[e + 6:e + 12])
+            self._ip4(buf, ip, n, vflags)
+        elif etype == wire.ETH_ARP:
+            self._arp(buf, ip, n)
+        elif etype == wire.ETH_IP6:
+            self.stats.drop("ipv6")
+        else:
+            self.stats.drop("ethertype")
+
+    def _ip4(self, buf, ip: int, n: int, vflags: int) -> None:
+        if n - ip < 20:
+            self.stats.drop("short ip")
+            return
+        vihl = buf[ip]
+        ihl = (vihl & 0x0F) * 4
+        total = (buf[ip + 2] << 8) | buf[ip + 3]
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl or ip + total > n:
+            self.stats.drop("bad ip header")
+            return
+        if wire.csum_sum(buf[ip:ip + ihl]) != 0:
+            self.stats.drop("bad ip checksum")
+            return
+        frag = ((buf[ip + 6] << 8) | buf[ip + 7])
+        if frag & 0x3FFF:  # MF set or an offset: fragments are not reassembled
+            self.stats.drop("fragment")
+            return
+        src = bytes(buf[ip + 12:ip + 16])
+        dst = bytes(buf[ip + 16:ip + 20])
+        if src != self.sandbox_ip:
+            self.stats.drop("spoofed source")
+            return
+        proto = buf[ip + 9]
+        l4 = ip + ihl
+        end = ip + total
+        if not vflags & (wire.VNET_F_NEEDS_CSUM | wire.VNET_F_DATA_VALID) and proto != wire.PROTO_ICMP:
+            # the checksum is complete: verify it (frames the kernel sends use offload)
+            if proto == wire.PROTO_UDP and end - l4 >= 8 and buf[l4 + 6] == 0 and buf[l4 + 7] == 0:
+                pass  # UDP without checksum
+            elif wire.csum_sum(buf[l4:end], wire.pseudo_sum4(src, dst, proto, end - l4)) != 0:
+                self.stats.drop("bad l4 checksum")
+                return
+        if proto == wire.PROTO_TCP:
+            self.tcp.segment(buf, l4, end, src, dst, self._connect_tcp)
+        elif proto == wire.PROTO_UDP:
+            self._udp(buf, l4, end, dst)
+        elif proto == wire.PROTO_ICMP:
+            self._icmp(buf, l4, end, dst)
+        else:
+            self.stats.drop("protocol")
+
+    def _arp(self, buf, off: int, n: int) -> None:
+        if n - off < wire.ARP_PKT.size:
+            self.stats.drop("short arp")
+            return
+        htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = wire.ARP_PKT.unpack_from(buf, off)
+        if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4 or op != 1:
+            self.stats.drop("arp")
+            return
+        if tpa != self.gateway_ip or spa != self.sandbox_ip:
+            return
+        self.link.learn_mac(sha)
+        reply = wire.ARP_PKT.pack(1, 0x0800, 6, 4, 2, self.link.gateway_mac, self.gateway_ip,
+                                  sha, spa)
+        self.link.send_raw(wire.ETH_ARP, sha, reply)
+
+    def _icmp(self, buf, off: int, end: int, dst: bytes) -> None:
+        if end - off < 8 or buf[off] != 8 or dst != self.gateway_ip:
+            self.stats.drop("icmp")
+            return
+        if wire.csum_sum(buf[off:end]) != 0:
+            self.stats.drop("bad icmp checksum")
+            return
+        msg = bytearray(buf[off:end])
+        msg[0] = 0  # echo reply
+        msg[2:4] = b"\0\0"
+        msg[2:4] = wire.csum_field(msg).to_bytes(2, "big")
+        self.link.send_ip4(dst, wire.PROTO_ICMP, bytes(msg))
+
+    # -- egress ---------------------------------------------------------------------------
+    def _real_dest(self, dst: bytes) -> str:
+        return HOST_LOOPBACK if dst == self.gateway_ip else socket.inet_ntoa(dst)
+
+    def _allowed(self, dst: bytes, port: int, proto: str) -> str | None:
+        """The host address to use, or None (and an event) when the rules refuse it."""
+        real = self._real_dest(dst)
+        verdict = self.policy.decide(real, port, proto)
+        if verdict.allowed:
+            return real
+        key = (real, port, proto)
+        now = time.monotonic()
+        if now - self.reported.get(key, -REPORT_EVERY) >= REPORT_EVERY:
+            if len(self.reported) > 4096:
+                self.reported.clear()
+            self.reported[key] = now
+            self.emit({
+                "time": time.time(), "kind": "network", "action": "deny", "dest": real,
+                "port": port, "protocol": proto, "host": self.names.get(real),
+                "sandbox_dest": socket.inet_ntoa(dst),
+                "rule": None,
+                "near": _source_dict(verdict.near.source) if verdict.near else None,
+                "default": _source_dict(self.config.source),
+            })
+        return None
+
+    def _connect_tcp(self, dst: bytes, port: int, _sport: int):
+        real = self._allowed(dst, port, "tcp")
+        if real is None:
+            return None, ""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = s.connect_ex((real, port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            return None, ""
+        return s, f"{real}:{port}"
+
+    # -- UDP --------------------------------------------------------------------------------
+    def _udp(self, buf, off: int, end: int, dst: bytes) -> None:
+        if end - off < 8:
+            self.stats.drop("short udp")
+            return
+        sport, dport, ln, _c = wire.UDP_HDR.unpack_from(buf, off)
+        if ln < 8 or off + ln > end:
+            self.stats.drop("bad udp length")
+            return
+        payload = bytes(buf[off + 8:off + ln])
+        if dst == self.gateway_ip and dport == 53:
+            self._dns_query(sport, payload)
+            return
+        key = (sport, dst, dport)
+        flow = self.udp.get(key)
+        if flow is None:
+            real = self._allowed(dst, dport, "udp")
+            if real is None or len(self.udp) >= MAX_UDP_FLOWS:
+                return
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            try:
+                s.connect((real, dport))
+            except OSError:
+                s.close()
+                return
+            flow = UdpFlow(s, sport, dst, dport, time.monotonic())
+            self.udp[key] = flow
+            self.fdmap[s.fileno()] = (self._udp_ready, flow)
+            self.epoll.register(s.fileno(), select.EPOLLIN)
+        flow.last = time.monotonic()
+        try:
+            flow.sock.send(payload)
+        except OSError:
+            self.stats.drop("udp send")
+
+    def _udp_ready(self, flow: UdpFlow, _mask: int) -> None:
+        for _ in range(16):
+            try:
+                data = flow.sock.recv(65507)
+            except BlockingIOError:
+                return
+            except OSError:
+                return  # ICMP errors from the host side: the sandbox just sees silence
+            flow.last = time.monotonic()
+            self.link.send_udp(flow.remote_ip, flow.rport, flow.sport, data)
+
+    def _expire(self, now: float) -> None:
+        for key, flow in tuple(self.udp.items()):
+            if now - flow.last > UDP_IDLE:
+                self._drop_flow(key)
+        for ident, entry in tuple(self.dns_pending.items()):
+            if now - entry[3] > DNS_TIMEOUT:
+                del self.dns_pending[ident]
+
+    def _drop_flow(self, key: tuple) -> None:
+        flow = self.udp.pop(key)
+        self.fdmap.pop(flow.sock.fileno(), None)
+        self.epoll.unregister(flow.sock.fileno())
+        flow.sock.close()
+
+    # -- DNS forwarder ------------------------------------------------------------------------
+    def _dns_query(self, sport: int, msg: bytes) -> None:
+        try:
+            q = dns.parse_question(msg)
+        except dns.DnsError:
+            self.stats.drop("bad dns query")
+            return
+        if not self.upstream or len(self.dns_pending) >= MAX_DNS_PENDING:
+            self._dns_reply(sport, dns.failure(msg, q))
+            self._dns_event(q.name, [], "servfail")
+            return
+        if self.dns_sock is None:
+            self.dns_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.dns_sock.setblocking(False)
+            self.fdmap[self.dns_sock.fileno()] = (self._dns_ready, None)
+            self.epoll.register(self.dns_sock.fileno(), select.EPOLLIN)
+        ident = int.from_bytes(os.urandom(2), "big")
+        while ident in self.dns_pending:
+            ident = (ident + 1) & 0xFFFF
+        self.dns_pending[ident] = (sport, q.ident, q.name, time.monotonic(), msg, q)
+        out = ident.to_bytes(2, "big") + msg[2:]
+        for server in self.upstream:
+            try:
+                self.dns_sock.sendto(out, server)
+            except OSError:
+                continue
+
+    def _dns_ready(self, _obj, _mask: int) -> None:
+        assert self.dns_sock is not None
+        for _ in range(16):
+            try:
+                data, addr = self.dns_sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if len(data) < 12 or addr not in self.upstream:
+                continue
+            entry = self.dns_pending.pop(int.from_bytes(data[:2], "big"), None)
+            if entry is None:
+                continue
+            sport, orig_id, name, _t, _msg, _q = entry
+            try:
+                _qname, answers = dns.parse_answers(data)
+            except dns.DnsError:
+                answers = []
+            for a in answers:
+                if len(self.names) > 65536:
+                    self.names.clear()
+                self.names[a] = name.rstrip(".").lower()
+            self.policy.bind(name, answers)
+            self._dns_event(name, answers, "answer")
+            self._dns_reply(sport, orig_id.to_bytes(2, "big") + data[2:])
+
+    def _dns_reply(self, sport: int, msg: bytes) -> None:
+        self.link.send_udp(self.gateway_ip, 53, sport, msg)
+
+    def _dns_event(self, name: str, answers: list[str], result: str) -> None:
+        self.emit({"time": time.time(), "kind": "dns", "name": name, "answers": answers,
+                   "result": result, "rule": None})
+
+    # -- published ports ------------------------------------------------------------------
+    def _accept(self, entry: tuple, _mask: int) -> None:
+        listener, sandbox_port = entry
+        for _ in range(16):
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, OSError):
+                return
+            self.tcp.open_inbound(sock, sandbox_port)
+
+    # -- introspection ---------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "frames_in": self.stats.frames_in, "frames_out": self.link.frames_out,
+            "drops": dict(self.stats.drops), "tcp": dict(self.tcp.counters),
+            "tcp_connections": len(self.tcp.conns), "udp_flows": len(self.udp),
+            "dns_pending": len(self.dns_pending), "fds": len(self.fdmap),
+            "write_errors": self.link.write_errors,
+        }
+
+
+def host_nameservers(config: NetworkConfig) -> list[tuple[str, int]]:
+    """The forwarder's upstream servers: the profile's `dns` list ("addr" or "addr:port"),
+    else the host's /etc/resolv.conf."""
+    out: list[tuple[str, int]] = []
+    entries = list(config.dns)
+    if not entries:
+        try:
+            with open("/etc/resolv.conf") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0] == "nameserver" and "." in parts[1]:
+                        entries.append(parts[1])
+        except OSError:
+            pass
+    for e in entries:
+        host, _, port = e.rpartition(":") if e.count(":") == 1 else (e, "", "")
+        out.append((host, int(port)) if port else (e, 53))
+    return out
+
+__all__ = ["Stack", "host_nameservers"]
