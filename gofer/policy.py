@@ -1,0 +1,119 @@
+"""Path rules: `deny` and `readonly` globs over canonical sandbox paths, synthetic files.
+
+Glob syntax: `*` and `?` match within one path component, `[...]` a character class,
+`**` any number of components (also none). A rule matches a path when it matches the path
+or any of its ancestors, so denying `/secret` hides `/secret/a/b` too. The Gofer checks the
+canonical path (symlinks expanded, `..` applied) before it touches the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..engine.plan import GoferConfig, PathRule, SyntheticFile
+
+# What a refusal names as its reason (wire protocol: Reply.rule_kind)
+RULE_NONE = 0
+RULE_DENY = 1
+RULE_READONLY = 2
+RULE_MAGICLINK = 3
+RULE_SYNTHETIC = 4
+
+
+def glob_to_regex(glob: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            if glob.startswith("**", i):
+                i += 2
+                if i < n and glob[i] == "/":  # "**/" : zero or more whole components
+                    out.append("(?:[^/]*/)*")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = glob.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1:j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _normalize_glob(glob: str) -> str:
+    glob = glob.rstrip("/") or "/"
+    return glob
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One ordered list of glob rules compiled to a single regex with a group per rule."""
+
+    rules: tuple[PathRule, ...]
+    regex: re.Pattern[str] | None
+
+    @classmethod
+    def build(cls, rules: tuple[PathRule, ...]) -> "RuleSet":
+        if not rules:
+            return cls((), None)
+        parts = [f"(?P<r{i}>{glob_to_regex(_normalize_glob(r.glob))})" for i, r in enumerate(rules)]
+        return cls(tuple(rules), re.compile("(?:" + "|".join(parts) + r")\Z", re.DOTALL))
+
+    def match(self, path: str) -> int:
+        """Index of the first rule matching `path` or one of its ancestors; -1 if none."""
+        rx = self.regex
+        if rx is None:
+            return -1
+        m = rx.match(path)
+        if m is None:
+            # ancestors: "/a/b/c" -> "/a/b", "/a"
+            p = path
+            while True:
+                k = p.rfind("/")
+                if k <= 0:
+                    break
+                p = p[:k]
+                m = rx.match(p)
+                if m is not None:
+                    break
+            if m is None:
+                return -1
+        return int(m.lastgroup[1:]) if m.lastgroup else -1  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class Policy:
+    deny: RuleSet
+    readonly: RuleSet
+    synthetic: dict[str, SyntheticFile]
+
+    @classmethod
+    def from_config(cls, cfg: GoferConfig,
+                    extra_synthetic: tuple[SyntheticFile, ...] = ()) -> "Policy":
+        synth = {f.path: f for f in (*extra_synthetic, *cfg.synthetic_files)}
+        return cls(RuleSet.build(cfg.deny), RuleSet.build(cfg.readonly), synth)
+
+    def rule(self, kind: int, index: int) -> PathRule | None:
+        if kind == RULE_DENY and 0 <= index < len(self.deny.rules):
+            return self.deny.rules[index]
+        if kind == RULE_READONLY and 0 <= index < len(self.readonly.rules):
+            return self.readonly.rules[index]
+        return None
+
+
+__all__ = ["RULE_NONE", "RULE_DENY", "RULE_READONLY", "RULE_MAGICLINK", "RULE_SYNTHETIC",
+           "glob_to_regex", "RuleSet", "Policy"]

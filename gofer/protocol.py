@@ -1,0 +1,158 @@
+"""The Sentry <-> Gofer wire protocol, version 1 (docs/gofer.md describes it).
+
+Transport: a SOCK_SEQPACKET Unix socketpair; one message per packet, descriptors as
+SCM_RIGHTS. Every message starts with a 12-byte header
+
+    magic "GF" | version u8 | op u8 | request id u32 | body length u32      (little endian)
+
+A request body is a fixed 64-byte part followed by two names:
+
+    handle i32 | handle2 i32 | flags u32 | mode u32 | at_flags u32 | pid i32 | tid i32 |
+    a0..a3 i64 | len(name) u16 | len(name2) u16 | name | name2
+
+`handle` says what `name` is relative to: HANDLE_ROOT (-1) the sandbox root (a relative
+name is then relative to the root too), or the index of a descriptor attached to this
+message (a directory the Sentry took from the program with pidfd_getfd). A reply body is
+
+    errno i32 | rule_kind u8 | 0 u8 | rule_index i16 | len(data) u32 | len(path) u16 | 0 u16 |
+    data | path
+
+with the descriptor it returns (if any) attached. `path` is the canonical sandbox path the
+Gofer resolved (for events). Anything that does not parse is answered with EPROTO (if a
+request id can be read) or dropped; it never stops the Gofer.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = b"GF"
+VERSION = 1
+HEADER = struct.Struct("<2sBBII")
+REQ_FIXED = struct.Struct("<iiIIIii4qHH")
+REP_FIXED = struct.Struct("<iBxhIHxx")
+MAX_MESSAGE = 64 * 1024
+MAX_NAME = 4096
+MAX_FDS = 2
+HANDLE_ROOT = -1
+
+
+class Op(IntEnum):
+    PING = 0
+    OPEN = 1  # flags, mode -> fd
+    STAT = 2  # at_flags (AT_SYMLINK_NOFOLLOW) -> data: struct stat
+    STATX = 3  # at_flags, a0 = mask -> data: struct statx
+    ACCESS = 4  # mode, at_flags (AT_EACCESS, AT_SYMLINK_NOFOLLOW)
+    READLINK = 5  # -> data: target
+    MKDIR = 6  # mode
+    UNLINK = 7  # at_flags (AT_REMOVEDIR)
+    RENAME = 8  # name -> (handle2, name2); flags = renameat2 flags
+    LINK = 9  # name -> (handle2, name2); at_flags (AT_SYMLINK_FOLLOW)
+    SYMLINK = 10  # name = target text, (handle2, name2) = the new link
+    CHMOD = 11  # mode, at_flags
+    CHOWN = 12  # a0 = uid, a1 = gid (-1 keeps), at_flags
+    TRUNCATE = 13  # a0 = length
+    UTIMENS = 14  # a0..a3 = atime s/ns, mtime s/ns; flags bit 1: times NULL; at_flags
+    CHDIR = 15  # -> fd (O_PATH directory), path: canonical
+    GETPATH = 16  # handle -> path: canonical path of the attached directory
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: int
+    name: bytes = b""
+    handle: int = HANDLE_ROOT
+    name2: bytes = b""
+    handle2: int = HANDLE_ROOT
+    flags: int = 0
+    mode: int = 0
+    at_flags: int = 0
+    pid: int = 0  # caller's pid / tid in the sandbox's pid namespace (for /proc/self)
+    tid: int = 0
+    a: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    errno: int = 0
+    rule_kind: int = 0
+    rule_index: int = -1
+    data: bytes = b""
+    path: bytes = b""
+    fd: int = -1  # the descriptor received, owned by the receiver
+
+    @property
+    def ok(self) -> bool:
+        return self.errno == 0
+
+
+def encode_request(req_id: int, req: Request) -> bytes:
+    if len(req.name) > MAX_NAME or len(req.name2) > MAX_NAME:
+        raise ProtocolError("name too long")
+    body = REQ_FIXED.pack(req.handle, req.handle2, req.flags & 0xFFFFFFFF, req.mode & 0xFFFFFFFF,
+                          req.at_flags & 0xFFFFFFFF, req.pid, req.tid, *req.a,
+                          len(req.name), len(req.name2)) + req.name + req.name2
+    return HEADER.pack(MAGIC, VERSION, req.op, req_id & 0xFFFFFFFF, len(body)) + body
+
+
+def decode_header(msg: bytes) -> tuple[int, int, memoryview]:
+    """(op, request id, body) of a message; ProtocolError if the header is wrong."""
+    if len(msg) < HEADER.size:
+        raise ProtocolError("short header")
+    magic, version, op, req_id, length = HEADER.unpack_from(msg)
+    if magic != MAGIC:
+        raise ProtocolError("bad magic")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported version {version}")
+    body = memoryview(msg)[HEADER.size:]
+    if len(body) != length:
+        raise ProtocolError("length mismatch")
+    return op, req_id, body
+
+
+def decode_request(op: int, body: memoryview) -> Request:
+    try:
+        op = Op(op)
+    except ValueError:
+        raise ProtocolError(f"unknown op {op}") from None
+    if len(body) < REQ_FIXED.size:
+        raise ProtocolError("short request")
+    (handle, handle2, flags, mode, at_flags, pid, tid, a0, a1, a2, a3, n1,
+     n2) = REQ_FIXED.unpack_from(body)
+    if REQ_FIXED.size + n1 + n2 != len(body) or n1 > MAX_NAME or n2 > MAX_NAME:
+        raise ProtocolError("name lengths do not match the body")
+    off = REQ_FIXED.size
+    name = bytes(body[off:off + n1])
+    name2 = bytes(body[off + n1:off + n1 + n2])
+    if b"\0" in name or b"\0" in name2:
+        raise ProtocolError("NUL in a name")
+    return Request(op, name, handle, name2, handle2, flags, mode, at_flags, pid, tid,
+                   (a0, a1, a2, a3))
+
+
+def encode_reply(op: int, req_id: int, rep: Reply) -> bytes:
+    body = REP_FIXED.pack(rep.errno, rep.rule_kind, rep.rule_index, len(rep.data),
+                          len(rep.path)) + rep.data + rep.path
+    return HEADER.pack(MAGIC, VERSION, op, req_id & 0xFFFFFFFF, len(body)) + body
+
+
+def decode_reply(body: memoryview, fd: int = -1) -> Reply:
+    if len(body) < REP_FIXED.size:
+        raise ProtocolError("short reply")
+    errno, kind, index, n_data, n_path = REP_FIXED.unpack_from(body)
+    if REP_FIXED.size + n_data + n_path != len(body):
+        raise ProtocolError("reply lengths do not match the body")
+    off = REP_FIXED.size
+    return Reply(errno, kind, index, bytes(body[off:off + n_data]),
+                 bytes(body[off + n_data:off + n_data + n_path]), fd)
+
+
+__all__ = ["MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "Op",
+           "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
+           "decode_request", "encode_reply", "decode_reply"]
