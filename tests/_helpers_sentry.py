@@ -1,0 +1,143 @@
+"""Helpers for the Sentry tests: Plans built by hand, small C programs compiled once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from sandboxctl.engine.plan import (
+    ArgCond, DefaultAction, GoferConfig, LaunchConfig, NetworkConfig, Plan, RootConfig,
+    SeccompPlan, SentryConfig, Source, SyscallRule, UnameConfig,
+)
+
+PROFILE = "sentry-test.yaml"
+LINES = {"uname": 10, "execve": 11, "execveat": 12, "unshare": 13, "mount": 14, "ptrace": 15,
+         "sethostname": 16, "getppid": 17}
+
+
+def rule(name: str, nr: int, action: str, errno: int = 0, handler: str | None = None,
+         args: tuple[ArgCond, ...] = ()) -> SyscallRule:
+    line = LINES.get(name, 30)
+    return SyscallRule(name, nr, action, errno, args, True, handler,  # type: ignore[arg-type]
+                       Source(PROFILE, line, 5, f"- {name}"))
+
+
+def make_plan(release: str = "4.4.0-sentry-test", hostname: str = "sbx-test",
+              extra: tuple[SyscallRule, ...] = ()) -> Plan:
+    rules = (
+        rule("uname", 63, "emulate", handler="uname"),
+        rule("execve", 59, "allow", handler="execve"),
+        rule("execveat", 322, "allow", handler="execve"),
+        rule("unshare", 272, "deny", errno=1),
+        rule("mount", 165, "deny", errno=13),
+        rule("ptrace", 101, "kill"),
+    ) + extra
+    return Plan(1, "sentry-test", PROFILE, "0" * 64,
+                SeccompPlan("x86_64", DefaultAction("allow"), rules),
+                SentryConfig(UnameConfig(release=release, nodename=hostname)),
+                GoferConfig("direct", RootConfig()), NetworkConfig("none"),
+                LaunchConfig(command=("true",), hostname=hostname))
+
+
+C_PROGRAMS = {
+    # uname in the main thread, in a forked child, in a pthread; unshare in a pthread;
+    # then exec of another binary.
+    "family": r'''
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void *thr(void *a) {
+    struct utsname u; uname(&u);
+    int r = unshare(CLONE_NEWNS);
+    printf("thread release=%s unshare=%d errno=%d\n", u.release, r, r ? errno : 0);
+    return 0;
+}
+int main(int argc, char **argv) {
+    struct utsname u; uname(&u);
+    printf("main release=%s node=%s\n", u.release, u.nodename); fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) { uname(&u); printf("child release=%s\n", u.release); fflush(stdout); _exit(0); }
+    int st; waitpid(p, &st, 0);
+    pthread_t t; pthread_create(&t, 0, thr, 0); pthread_join(t, 0);
+    fflush(stdout);
+    execl("/bin/uname", "uname", "-r", (char *)0);
+    return 99;
+}
+''',
+    # many threads hammering a trapped call: every answer must be the profile's
+    "threads": r'''
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/utsname.h>
+static int bad;
+static void *thr(void *a) {
+    for (int i = 0; i < 300; i++) { struct utsname u; memset(&u, 0, sizeof u);
+        if (uname(&u) || strcmp(u.release, (char *)a)) __atomic_add_fetch(&bad, 1, 0); }
+    return 0;
+}
+int main(int argc, char **argv) {
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) pthread_create(&t[i], 0, thr, argv[1]);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], 0);
+    printf("bad=%d\n", bad); return bad != 0;
+}
+''',
+    "mount": r'''
+#include <errno.h>
+#include <stdio.h>
+#include <sys/mount.h>
+int main(void) {
+    int r = mount("none", "/mnt", "tmpfs", MS_NOSUID, 0);
+    printf("mount=%d errno=%d\n", r, r ? errno : 0); return 0;
+}
+''',
+    "ptrace": r'''
+#include <stdio.h>
+#include <sys/ptrace.h>
+int main(void) {
+    printf("before\n"); fflush(stdout);
+    ptrace(PTRACE_TRACEME, 0, 0, 0);
+    printf("survived\n"); return 0;
+}
+''',
+    # waits until stdin closes (lets a test look at the Sentry while the program runs)
+    "wait": r'''
+#include <stdio.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+int main(void) {
+    struct utsname u; uname(&u); printf("%s\n", u.release); fflush(stdout);
+    char c; while (read(0, &c, 1) > 0) {}
+    uname(&u); printf("%s\n", u.release); return 0;
+}
+''',
+}
+
+
+def build_programs(dest: Path) -> dict[str, str]:
+    out = {}
+    for name, src in C_PROGRAMS.items():
+        c = dest / f"{name}.c"
+        c.write_text(src)
+        exe = dest / name
+        subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(c)], check=True)
+        out[name] = str(exe)
+    return out
+
+
+def events(run_dir) -> list[dict]:
+    import json
+
+    return [json.loads(l) for l in (Path(run_dir) / "events.jsonl").read_text().splitlines() if l]
+
+
+def env() -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
