@@ -453,18 +453,25 @@ def profile_hash(res: Resolved) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def profile_dirs(res: Resolved) -> dict[str, Path]:
+    """Displayed file name -> the host folder holding it, for every file in the chain
+    (relative mount sources are relative to the folder of the file that wrote them)."""
+    from .extends import _target
+
+    out: dict[str, Path] = {}
+    p = res.path
+    for doc, shown in zip(res.documents, res.chain):
+        out[shown] = p.parent
+        ref = doc.get("extends")
+        if ref is not None:
+            p, _ = _target(ref, p, shown)
+    return out
+
+
 def build_plan(res: Resolved) -> Plan:
     """The Plan of a resolved, validated profile."""
     root = res.root
-    base_of: dict[str, Path] = {}
-    p = res.path
-    for doc, shown in zip(res.documents, res.chain):
-        base_of[shown] = p.parent
-        ref = doc.get("extends")
-        if ref is not None:
-            from .extends import _target
-
-            p, _ = _target(ref, p, shown)
+    base_of = profile_dirs(res)
     audit = _audit(root)
     default, rules = seccomp_rules(root, audit)
     u = _uname(root)
