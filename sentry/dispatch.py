@@ -72,8 +72,6 @@ class Dispatcher:
         hname = getattr(rule, "handler", None)
         if rule.action == "emulate" or (rule.action == "allow" and hname):
             h, block = self._handler(hname or sysname)
-            if h is None and hname and hname != sysname:
-                h, block = self._handler(sysname)
             return Slot(rule, h, block)
         return Slot(rule, None, False)
 
@@ -103,12 +101,6 @@ class Dispatcher:
             rule = decide(self.plan, call.nr, call.args)
             slot = self._slot_for_rule(rule, call.name)
         action = rule.action
-        if slot.handler is not None:
-            return slot.handler(self.ctx, call, mem)
-        if action == "emulate":
-            self._record(call, mem, rule, "deny", _errno.ENOSYS,
-                         note="no Sentry handler for this call")
-            return Errno(_errno.ENOSYS)
         if action == "deny":
             err = rule.errno or _errno.EPERM
             self._record(call, mem, rule, "deny", err)
@@ -118,7 +110,13 @@ class Dispatcher:
             return Kill(ev.get("decoded", call.name))
         if action == "log":
             self._record(call, mem, rule, "log", None)
-            return Continue()
+            return Continue()  # nothing was decided from memory
+        if slot.handler is not None:
+            return slot.handler(self.ctx, call, mem)
+        if action == "emulate":
+            self._record(call, mem, rule, "deny", _errno.ENOSYS,
+                         note="no Sentry handler for this call")
+            return Errno(_errno.ENOSYS)
         return Continue()  # allow with trap and no handler: observed only
 
     def _record(self, call: Call, mem: Memory, rule: SyscallRule | DefaultAction,

@@ -30,6 +30,7 @@ class Entry:
     note: str = ""
     may_block: bool = False  # served off the loop thread (e.g. a Gofer open of a FIFO)
     syscalls: tuple[str, ...] = ()  # syscalls served, when not just the entry's name
+    listed: bool = True  # False: an internal handler no syscall row names (observe)
 
 
 # Calls no handler serves, and why. The host filter refuses them in every profile's
@@ -80,6 +81,8 @@ def handler_table() -> list[tuple[str, str, str, str]]:
     """Rows (name, status, handler, note), sorted by name, for `sandboxctl syscalls`."""
     rows: dict[str, tuple[str, str, str, str]] = {}
     for key, e in load_table().items():
+        if not e.listed:
+            continue
         for sysname in e.syscalls or (key,):
             rows[sysname] = (sysname, e.status, e.handler or "", e.note)
     for sysname, note in UNIMPLEMENTED.items():
