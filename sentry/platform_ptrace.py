@@ -689,5 +689,230 @@ def _no_new_privs() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
+
+
+# -- the Sentry on platform ptrace (what supervisor.start_sentry is for seccomp-notify) --
+
+# What the tracer needs beyond the notify Sentry's list (sentry/confine.py).
+TRACER_ALLOWED: tuple[str, ...] = (
+    "ptrace", "wait4", "waitid", "pidfd_open", "pidfd_getfd", "getsockopt", "getsockname",
+    "socket", "prctl",
+)
+
+
+def confine_tracer() -> None:
+    """The tracing Sentry's own filter: the notify Sentry's allow list plus ptrace and
+    wait4 (and what InjectFd uses), the same fatal list minus ptrace; EPERM otherwise."""
+    import pyseccomp as sc
+
+    from .confine import SENTRY_ALLOWED, SENTRY_FATAL, drop_capabilities, no_new_privs
+
+    drop_capabilities()
+    no_new_privs()
+    flt = sc.SyscallFilter(sc.ERRNO(errno.EPERM))
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    flt.set_attr(sc.Attr.CTL_TSYNC, 1)
+    for name in (*SENTRY_ALLOWED, *TRACER_ALLOWED):
+        if name != "ioctl":
+            flt.add_rule(sc.ALLOW, name)
+    flt.add_rule(sc.ALLOW, "ioctl", sc.Arg(1, sc.EQ, 0x5401))  # TCGETS (isatty)
+    for name in SENTRY_FATAL:
+        if name not in TRACER_ALLOWED:
+            flt.add_rule(sc.KILL_PROCESS, name)
+    flt.load()
+
+
+def child_load_and_exec(plan: Any, argv: list[str] | tuple[str, ...], env: dict[str, str],
+                        go_fd: int) -> None:
+    """Child side (the last step, as seccomp_child.load_and_exec on seccomp-notify):
+    wait until the tracer has seized us, load the Plan's filter with SECCOMP_RET_TRACE
+    for trapped calls, exec. Never returns; exit 127/126 as a shell would."""
+    from ..engine.filter import build_filter
+    from .seccomp_child import resolve_command
+
+    def die(msg: str, code: int) -> None:
+        try:
+            os.write(2, f"sandboxctl: {msg}\n".encode(errors="replace"))
+        finally:
+            os._exit(code)
+
+    try:
+        if not argv:
+            die("no command to run (give one after `--` or set process.command)", 127)
+        flt = build_filter(plan, "ptrace")
+        path = resolve_command(argv[0], env)
+        if path is None:
+            die(f"{argv[0]}: command not found in the sandbox", 127)
+        wait_for_tracer(go_fd)
+        flt.load()
+    except BaseException as exc:  # noqa: BLE001 - the child must not go on
+        die(f"cannot load the sandbox's seccomp filter: {exc}", 126)
+    try:
+        os.execve(path, list(argv), dict(env))
+    except OSError as exc:
+        die(f"{argv[0]}: cannot run: {exc.strerror}",
+            127 if exc.errno in (errno.ENOENT, errno.ENOTDIR) else 126)
+    os._exit(126)
+
+
+def start_ptrace_sentry(plan: Any, child_pid: int, go_w: int, run: Any, gofer_sock: Any = None,
+                        debug: bool = False, strace: str | None = None,
+                        strace_syscalls: frozenset[str] | None = None) -> Any:
+    """Fork the Sentry; it seizes `child_pid` (waiting in child_load_and_exec on the read
+    end of `go_w`), releases it, confines itself and serves until the program exits.
+    Returns supervisor.SentryHandle; the caller reaps the child as on seccomp-notify."""
+    import sys
+    import threading
+
+    from .supervisor import SentryHandle, _watch, pidfd_open
+
+    child_pidfd = pidfd_open(child_pid)
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the Sentry
+        code = 70
+        try:
+            os.close(stop_r)
+            os.close(stop_w)
+            code = _tracer_main(plan, child_pid, go_w, child_pidfd, run, gofer_sock, debug,
+                                strace, strace_syscalls)
+        finally:
+            os._exit(code)
+    os.close(go_w)
+    spidfd = pidfd_open(pid)
+    handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
+    t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
+                         name="sentry-watch", daemon=True)
+    t.start()
+    handle._watcher = t
+    return handle
+
+
+def _tracer_main(plan: Any, child_pid: int, go_w: int, child_pidfd: int, run: Any,
+                 gofer_sock: Any, debug: bool, strace: str | None,
+                 strace_syscalls: frozenset[str] | None) -> int:
+    import traceback
+
+    from .call import SentryContext
+    from .dispatch import Dispatcher
+    from .runs import EventWriter
+    from .supervisor import FAILED, pidfd_kill
+
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
+    writer = None
+    log_fh = None
+    strace_log = None
+    try:
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        keep = {0, 1, 2, go_w, child_pidfd}
+        if gofer_sock is not None:
+            keep.add(gofer_sock if isinstance(gofer_sock, int) else gofer_sock.fileno())
+        for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        writer = EventWriter(run.events_path, buffered=True)
+        if debug:
+            log_fh = open(run.log_path, "a", buffering=1)  # noqa: SIM115
+        if strace is not None:
+            from .strace import open_strace
+
+            strace_log = open_strace(strace, str(run.dir), strace_syscalls)
+
+        def flush() -> None:
+            writer.flush()
+            if log_fh is not None:
+                log_fh.flush()
+
+        ctx = SentryContext(plan=plan, emit=writer.write, gofer_sock=gofer_sock,
+                            debug=(lambda m: log_fh.write(f"{time.time():.6f} {m}\n"))
+                            if log_fh is not None else None)
+        dispatcher = Dispatcher(ctx)
+        tracer = PtraceTracer(dispatch=dispatcher.dispatch, strace=strace_log,
+                              on_kill=lambda call, k: flush())
+        tracer.seize(child_pid)
+        os.write(go_w, b"g")
+        os.close(go_w)
+        confine_tracer()
+        if log_fh is not None:
+            log_fh.write(f"{time.time():.6f} ptrace sentry pid={os.getpid()} tracing "
+                         f"{child_pid}; trapped={sorted(plan.trapped_numbers())}\n")
+        result = tracer.run()
+        if log_fh is not None:
+            log_fh.write(f"{time.time():.6f} program exited: {result}\n")
+        return 0
+    except BaseException as exc:  # noqa: BLE001
+        reason = f"the Sentry failed: {exc.__class__.__name__}: {exc}"
+        pidfd_kill(child_pidfd, signal.SIGKILL)  # never leave the program unserved
+        try:
+            (run.dir / FAILED).write_text(reason + "\n")
+            if log_fh is not None:
+                log_fh.write(traceback.format_exc())
+            os.write(2, f"sandboxctl: {reason}\n".encode())
+        except BaseException:  # noqa: BLE001
+            pass
+        return 70
+    finally:
+        for fh in (writer, log_fh, getattr(strace_log, "stream", None)):
+            try:
+                if fh is not None and fh is not getattr(__import__("sys"), "stderr"):
+                    fh.close()
+            except BaseException:  # noqa: BLE001
+                pass
+
+
+def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
+                      env: dict[str, str] | None = None, *, debug: bool = False,
+                      stdin: int | None = None, stdout: int | None = None,
+                      stderr: int | None = None, strace: str | None = None,
+                      strace_syscalls: frozenset[str] | None = None) -> Any:
+    """sentry.direct.run_direct on platform ptrace (no namespaces): the same steps, with
+    the child waiting to be seized instead of handing over a listener."""
+    import sys
+
+    from .confine import drop_capabilities
+    from .direct import DirectResult
+    from .runs import new_run
+
+    env = dict(os.environ if env is None else env)
+    run = new_run(plan, list(argv))
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_w)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL
+            for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            drop_capabilities()
+            _no_new_privs()
+            child_load_and_exec(plan, argv, env, go_r)
+        finally:
+            os._exit(126)
+    os.close(go_r)
+    handle = start_ptrace_sentry(plan, pid, go_w, run, debug=debug, strace=strace,
+                                 strace_syscalls=strace_syscalls)
+    _, status = os.waitpid(pid, 0)
+    handle.wait()
+    failed = handle.failed()
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    run.finish(code, sig)
+    return DirectResult(run, code, sig, failed)
+
+
 __all__ = ["PtraceTracer", "TraceResult", "ProcMemory", "spawn_traced", "wait_for_tracer",
-           "OPTIONS"]
+           "OPTIONS", "child_load_and_exec", "start_ptrace_sentry", "run_direct_ptrace",
+           "confine_tracer", "TRACER_ALLOWED"]

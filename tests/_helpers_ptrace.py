@@ -17,10 +17,15 @@ def nr(name: str) -> int:
 
 
 def make_plan(emulate: dict[str, str] | None = None, deny: dict[str, int] | None = None,
-              kill: tuple[str, ...] = (), trap_deny: bool = True) -> Plan:
+              kill: tuple[str, ...] = (), trap_deny: bool = True,
+              observe_exec: bool = True) -> Plan:
     """Default allow; `emulate` {syscall: handler} trapped; `deny` {syscall: errno}
-    (trapped when trap_deny, as with audit on); `kill` names trapped kill rules."""
+    (trapped when trap_deny, as with audit on); `kill` names trapped kill rules;
+    execve/execveat trapped and observed, as the compiler makes them."""
     rules = []
+    if observe_exec:  # as the compiler does: execve/execveat trapped, observed
+        for name in ("execve", "execveat"):
+            rules.append(SyscallRule(name, nr(name), "allow", trap=True, handler="execve"))
     for name, handler in (emulate or {}).items():
         rules.append(SyscallRule(name, nr(name), "emulate", trap=True, handler=handler))
     for name, err in (deny or {}).items():
