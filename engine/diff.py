@@ -232,10 +232,14 @@ def _combo_changes(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
             if not nb.any_allowed():
                 continue
             na = po.get(call, _default_policy(old))
-            if cap_name in caps_old and na.any_allowed():
+            widened = ((nb.uncond_allowed() and not na.uncond_allowed())
+                       or bool(nb.allowed_conds() - na.allowed_conds()))
+            if cap_name in caps_old and na.any_allowed() and not widened:
                 continue  # the pair was already there
             sr = book.syscall(call)
             risk = highest(cap.risk, sr.risk)
+            if not nb.uncond_allowed():  # only some argument forms: maybe not the privileged one
+                risk = lower(risk, 1)
             out.append(Change(
                 "capability+syscall", f"{cap_name} + {call}", "added",
                 "" if cap_name not in caps_old else f"{cap_name} without {call}",
@@ -768,8 +772,28 @@ def materialise(side: Side, tmp: str, cwd: str = ".") -> tuple[str, str, str]:
     _git(["cat-file", "-e", f"{commit}:{path}"], cwd)
     data = _git(["archive", "--format=tar", commit], top)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(tmp, filter="data")
+        tar.extractall(tmp, members=_safe_members(tar, tmp))
     return os.path.join(tmp, path), top, path
+
+
+def _safe_members(tar, dest: str):
+    """Regular files, directories and symlinks that stay inside `dest` (a tree from git
+    archive is trusted little more than the pull request it came with)."""
+    import os
+
+    root = os.path.realpath(dest)
+    for m in tar.getmembers():
+        target = os.path.realpath(os.path.join(root, m.name))
+        if not (target == root or target.startswith(root + os.sep)):
+            continue
+        if m.issym():
+            link = os.path.realpath(os.path.join(os.path.dirname(target), m.linkname))
+            if not (link == root or link.startswith(root + os.sep)):
+                continue
+        elif not (m.isfile() or m.isdir()):
+            continue
+        m.mode &= 0o755
+        yield m
 
 
 def _remap(plan: Plan, old_prefix: str, new_prefix: str) -> Plan:
