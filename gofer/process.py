@@ -1,0 +1,171 @@
+"""Start the Gofer: one process per sandbox, serving the Sentry over a socketpair.
+
+    handle, sock = start_gofer(plan, child_pid)
+
+Call it once the sandboxed child has built its root (after pivot_root), before the
+program runs. The Gofer forks from the caller and then, in order:
+
+1. PR_SET_PDEATHSIG(SIGKILL): it dies with the launcher;
+2. opens its own /proc/<pid>/fd directory (host procfs) as an O_PATH descriptor: readlink
+   there gives the canonical sandbox path of a descriptor, openat reopens an O_PATH one;
+3. setns() into the child's user namespace, then its mount namespace, chdir("/") and
+   chroot(".") (as nsenter does): it sees exactly the sandbox's tree, but it is not in the
+   sandbox's pid namespace and the program cannot signal or trace it;
+4. closes every descriptor but the socket, its fd directory and the ready pipe;
+5. becomes the program's uid/gid with the program's capabilities (so the kernel answers
+   permission questions as it would for the program), sets no_new_privs and loads its
+   seccomp filter (gofer/confine.py);
+6. says "ready" on a pipe and serves until the Sentry closes the socket.
+
+If the Gofer dies the launcher must kill the sandbox (the Sentry also kills the calling
+process when the Gofer is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from ..engine.errors import SandboxError
+from ..engine.plan import Plan, SyntheticFile
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+
+
+@dataclass
+class GoferHandle:
+    pid: int
+    _status: int | None = None
+
+    def kill(self) -> None:
+        if self._status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> int:
+        """Wait for the Gofer to end; its wait status."""
+        if self._status is None:
+            _, self._status = os.waitpid(self.pid, 0)
+        return self._status
+
+    def poll(self) -> int | None:
+        if self._status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = status
+        return self._status
+
+
+def _synthetic(plan: Plan) -> tuple[SyntheticFile, ...]:
+    return tuple(plan.sentry.synthetic_files)
+
+
+def start_gofer(plan: Plan, child_pid: int) -> tuple[GoferHandle, socket.socket]:
+    """Fork the Gofer into `child_pid`'s user and mount namespaces; return its handle
+    and the Sentry's end of the connection (SOCK_SEQPACKET)."""
+    from .policy import Policy
+
+    policy = Policy.from_config(plan.gofer, _synthetic(plan))
+    sentry_end, gofer_end = socket.socketpair(socket.AF_UNIX,
+                                              socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sentry_end.close()
+            os.close(ready_r)
+            _gofer_main(plan, policy, child_pid, gofer_end, ready_w)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported on the ready pipe
+            try:
+                os.write(ready_w, f"{exc.__class__.__name__}: {exc}".encode()[:1000])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    gofer_end.close()
+    os.close(ready_w)
+    msg = b""
+    while True:
+        chunk = os.read(ready_r, 1024)
+        if not chunk:
+            break
+        msg += chunk
+        if msg == b"ready":
+            break
+    os.close(ready_r)
+    handle = GoferHandle(pid)
+    if msg != b"ready":
+        handle.kill()
+        handle.wait()
+        sentry_end.close()
+        raise SandboxError(f"the Gofer could not start: {msg.decode(errors='replace') or 'it died'}",
+                           hint="check that the sandbox process is alive and that this "
+                                "kernel has openat2 (Linux 5.6+)")
+    return handle, sentry_end
+
+
+def _same_ns(a: str, b: str) -> bool:
+    sa, sb = os.stat(a), os.stat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w: int) -> None:
+    from . import confine
+    from . import sys as gsys
+    from .server import FileServer
+
+    confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    keep_caps = confine.cap_mask(tuple(plan.launch.capabilities))
+    import pyseccomp  # noqa: F401 - imported before the chroot: the tree may lack it
+
+    fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    user_ns = f"/proc/{child_pid}/ns/user"
+    mnt_ns = f"/proc/{child_pid}/ns/mnt"
+    ufd = os.open(user_ns, os.O_RDONLY | os.O_CLOEXEC)
+    mfd = os.open(mnt_ns, os.O_RDONLY | os.O_CLOEXEC)
+    if not _same_ns(user_ns, "/proc/self/ns/user"):
+        gsys.setns(ufd, CLONE_NEWUSER)
+    gsys.setns(mfd, CLONE_NEWNS)
+    os.close(ufd)
+    os.close(mfd)
+    os.chdir("/")
+    os.chroot(".")
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    keep = {sock.fileno(), fd_dir, root_fd, ready_w}
+    for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    server = FileServer(root_fd, fd_dir, policy)
+    confine.become(plan.launch.uid, plan.launch.gid, keep_caps)
+    confine.load_filter()
+    os.write(ready_w, b"ready")
+    os.close(ready_w)
+    server.serve(sock)
+
+
+def _fds(fd_dir: int) -> list[int]:
+    """Open descriptors, listed through the O_PATH fd directory (no /proc after chroot)."""
+    dup = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd_dir)
+    try:
+        return [int(n) for n in os.listdir(dup) if n.isdigit() and int(n) != dup]
+    finally:
+        os.close(dup)
+
+
+__all__ = ["start_gofer", "GoferHandle"]
