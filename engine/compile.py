@@ -62,6 +62,12 @@ def compile_profile(path: str | Path, *, overrides: Mapping[str, Any] | None = N
     """Load, validate and compile the profile at `path`. Raises ProfileError with every
     problem found. `overrides` replaces values by dotted path after merging, e.g.
     {"process.command": ["sh", "-c", "id"], "platform": "ptrace"}."""
+    return compile_resolved(path, overrides=overrides, display=display)[0]
+
+
+def compile_resolved(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
+                     display: str | None = None) -> tuple[Plan, Resolved]:
+    """compile_profile, also returning the resolved profile (its extends chain)."""
     from .validate import check_document, check_resolved
 
     res = resolve(path, display, check=check_document)
@@ -70,7 +76,7 @@ def compile_profile(path: str | Path, *, overrides: Mapping[str, Any] | None = N
     diags = check_resolved(res)
     if diags:
         raise ProfileError(diags)
-    return build_plan(res)
+    return build_plan(res), res
 
 
 def compile_builtin(name: str, *, overrides: Mapping[str, Any] | None = None) -> Plan:
@@ -490,5 +496,5 @@ def build_plan(res: Resolved) -> Plan:
     )
 
 
-__all__ = ["compile_profile", "compile_builtin", "build_plan", "collect_entries",
+__all__ = ["compile_profile", "compile_builtin", "compile_resolved", "build_plan", "collect_entries",
            "deciding_entries", "seccomp_rules", "kernel_consistent", "Entry", "profile_hash"]

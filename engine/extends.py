@@ -34,6 +34,7 @@ class Resolved:
     path: Path  # its absolute host path
     chain: tuple[str, ...]  # displayed files, the asked-for file first
     documents: tuple[Node, ...]  # each file's own document, same order as chain
+    paths: tuple[Path, ...] = ()  # each file's absolute host path, same order as chain
 
 
 def builtin_names() -> list[str]:
@@ -157,7 +158,7 @@ def resolve(path: str | Path, display: str | None = None,
         d = Node({k: v for k, v in d.value.items() if k != "extends"}, d.loc, d.key_loc, d.tag, depth)
         merged = d if merged is None else merge(merged, d)
     assert merged is not None
-    return Resolved(merged, shown, first, tuple(chain_names), tuple(docs))
+    return Resolved(merged, shown, first, tuple(chain_names), tuple(docs), tuple(chain_paths))
 
 
 def apply_overrides(res: Resolved, overrides: Mapping[str, Any]) -> Resolved:
@@ -167,7 +168,7 @@ def apply_overrides(res: Resolved, overrides: Mapping[str, Any]) -> Resolved:
     for dotted in sorted(overrides):
         loc = Loc("<override>", 1, 1, f"{dotted}={overrides[dotted]!r}")
         root = _set(root, dotted.split("."), _to_node(overrides[dotted], loc), loc)
-    return Resolved(root, res.file, res.path, res.chain, res.documents)
+    return Resolved(root, res.file, res.path, res.chain, res.documents, res.paths)
 
 
 def _to_node(value: Any, loc: Loc) -> Node:
