@@ -98,6 +98,26 @@ def parse_answers(msg: bytes) -> tuple[str, list[str]]:
     return qname, out
 
 
+def rewrite_a(msg: bytes, old: bytes, new: bytes) -> bytes:
+    """`msg` with every A record whose address is `old` changed to `new`."""
+    out = bytearray(msg)
+    _ident, _flags, qd, an, _ns, _ar = HDR.unpack_from(msg)
+    off = HDR.size
+    for _ in range(qd):
+        _name, off = _read_name(msg, off)
+        off += 4
+    for _ in range(min(an, 256)):
+        _name, off = _read_name(msg, off)
+        if off + 10 > len(msg):
+            raise DnsError("truncated record")
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", msg, off)
+        off += 10
+        if rtype == TYPE_A and rdlen == 4 and msg[off:off + 4] == old:
+            out[off:off + 4] = new
+        off += rdlen
+    return bytes(out)
+
+
 def failure(query: bytes, q: Question, rcode: int = RCODE_SERVFAIL) -> bytes:
     """A response to `query` carrying only its question and `rcode`."""
     flags = 0x8000 | 0x0080 | (struct.unpack_from("!H", query, 2)[0] & 0x0100) | rcode

@@ -42,8 +42,11 @@ def main(argv: list[str]) -> int:
             pass
 
     try:
-        config = _from_plain(NetworkConfig, json.loads(first)["config"])
+        init = json.loads(first)
+        config = _from_plain(NetworkConfig, init["config"])
         stack = Stack(tap_fd, config, lambda e: send({"event": e}))
+        if init.get("sandbox_mac"):
+            stack.link.learn_mac(bytes.fromhex(init["sandbox_mac"]))
     except Exception as exc:  # reported to attach(), which raises it
         send({"error": f"{type(exc).__name__}: {exc}"})
         return 1

@@ -135,7 +135,7 @@ def attach(config: NetworkConfig, child_pid: int, run: Any = None,
     """
     if config.mode != "netstack":
         raise SandboxError(f"attach() is for network mode netstack, not {config.mode!r}")
-    tap_fd = open_tap(netns_path or f"/proc/{child_pid}/ns/net", config)
+    tap_fd, mac = open_tap(netns_path or f"/proc/{child_pid}/ns/net", config)
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = subprocess.Popen(
@@ -147,7 +147,7 @@ def attach(config: NetworkConfig, child_pid: int, run: Any = None,
         os.close(tap_fd)  # the netstack process holds the only copy now
         child.close()
     handle = NetHandle(proc, parent, _event_sink(run))
-    handle._send({"config": dataclasses.asdict(config)})
+    handle._send({"config": dataclasses.asdict(config), "sandbox_mac": mac.hex()})
     handle.wait_ready()
     return handle
 

@@ -412,6 +412,12 @@ class Stack:
                 self.names[a] = name.rstrip(".").lower()
             self.policy.bind(name, answers)
             self._dns_event(name, answers, "answer")
+            if HOST_LOOPBACK in answers:
+                # the host's loopback is the gateway address, seen from the sandbox
+                try:
+                    data = dns.rewrite_a(data, socket.inet_aton(HOST_LOOPBACK), self.gateway_ip)
+                except dns.DnsError:
+                    pass
             self._dns_reply(sport, orig_id.to_bytes(2, "big") + data[2:])
 
     def _dns_reply(self, sport: int, msg: bytes) -> None:

@@ -41,15 +41,16 @@ def _setns(path: str) -> None:
         os.close(fd)
 
 
-def open_tap(netns_path: str, config: NetworkConfig, name: str = TAP_NAME) -> int:
+def open_tap(netns_path: str, config: NetworkConfig, name: str = TAP_NAME) -> tuple[int, bytes]:
     """Create TAP `name` in the namespace at `netns_path` (e.g. /proc/PID/ns/net),
-    configured from `config`; return its fd (O_CLOEXEC, owned by the caller)."""
+    configured from `config`; return its fd (O_CLOEXEC, owned by the caller) and the
+    sandbox side's MAC address."""
     result: dict = {}
 
     def worker() -> None:
         try:
             _setns(netns_path)
-            result["fd"] = _create(config, name)
+            result["fd"], result["mac"] = _create(config, name)
         except BaseException as exc:  # reported in the calling thread
             result["error"] = exc
 
@@ -65,24 +66,24 @@ def open_tap(netns_path: str, config: NetworkConfig, name: str = TAP_NAME) -> in
             raise HostError(f"cannot set up the sandbox's TAP device ({exc}); netstack mode "
                             "needs CAP_NET_ADMIN and CAP_SYS_ADMIN on the host.") from exc
         raise SandboxError(f"cannot set up the sandbox's TAP device: {exc}") from exc
-    return result["fd"]
+    return result["fd"], result["mac"]
 
 
-def _create(config: NetworkConfig, name: str) -> int:
+def _create(config: NetworkConfig, name: str) -> tuple[int, bytes]:
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
         fcntl.ioctl(fd, TUNSETIFF, ifr)
         # The reader (the netstack) takes partial checksums and TCP segments up to 64 KB.
         fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
-        _configure(config, name)
+        mac = _configure(config, name)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, mac
 
 
-def _configure(config: NetworkConfig, name: str) -> None:
+def _configure(config: NetworkConfig, name: str) -> bytes:
     from pyroute2 import IPRoute  # heavy (~0.5 s): only when a TAP is made
 
     iface = ipaddress.ip_interface(config.address)
@@ -93,3 +94,5 @@ def _configure(config: NetworkConfig, name: str) -> None:
         ipr.link("set", index=idx, mtu=config.mtu, state="up")
         ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
         ipr.route("add", dst="0.0.0.0/0", gateway=config.gateway)
+        link = ipr.get_links(idx)[0]
+        return bytes.fromhex(link.get_attr("IFLA_ADDRESS").replace(":", ""))

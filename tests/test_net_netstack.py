@@ -1,0 +1,257 @@
+"""netstack mode: a client in the sandbox reaches servers on the host's loopback when the
+egress rules allow it; refused otherwise, with an event; publish rules; UDP, DNS, ICMP."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+import threading
+
+import pytest
+
+from _helpers_net import (EgressRule, PublishRule, TcpEcho, UdpEcho, config, free_port,
+                          netstack, src, wait_for)
+from sandboxctl.netstack import dns
+
+
+def test_tcp_allowed_and_refused_with_event():
+    echo, other = TcpEcho(), TcpEcho()
+    rule = EgressRule(cidr="127.0.0.1/32", ports=(echo.port,), protocol="tcp", source=src(12, "- cidr"))
+    with netstack(config([rule])) as (ns, handle, events):
+        out = ns.py(f"""
+import socket
+s = socket.create_connection(("10.0.2.2", {echo.port}), timeout=5)
+s.sendall(b"hello"); print(s.recv(100).decode())
+try:
+    socket.create_connection(("10.0.2.2", {other.port}), timeout=5)
+    print("CONNECTED")
+except ConnectionRefusedError:
+    print("REFUSED")
+""").stdout.split()
+        assert out == ["echo:hello", "REFUSED"]
+        assert other.accepted == 0 and echo.accepted == 1
+        ev = wait_for(lambda: [e for e in events if e["kind"] == "network"])
+        assert len(ev) == 1
+        e = ev[0]
+        assert (e["dest"], e["port"], e["protocol"], e["rule"]) == ("127.0.0.1", other.port, "tcp", None)
+        # the rule that named the address but not the port, and the network section
+        assert e["near"]["line"] == 12 and e["default"]["line"] == 30
+        assert handle.stats()["tcp_connections"] == 0
+    echo.close(), other.close()
+
+
+def test_default_deny_and_unreachable_destination():
+    echo = TcpEcho()
+    with netstack(config([])) as (ns, _h, events):
+        r = ns.py(f"""
+import socket
+for port in ({echo.port}, 1):
+    try:
+        socket.create_connection(("10.0.2.2", port), timeout=5); print("CONNECTED")
+    except ConnectionRefusedError:
+        print("REFUSED")
+""")
+        assert r.stdout.split() == ["REFUSED", "REFUSED"]
+        assert echo.accepted == 0
+        assert {e["port"] for e in wait_for(lambda: events if len(events) == 2 else None)} == {echo.port, 1}
+    with netstack(config([EgressRule(cidr="127.0.0.0/8")])) as (ns, _h, events):
+        port = free_port()  # allowed, but nothing listens: the host's refusal is passed on
+        r = ns.py(f"""
+import socket
+try:
+    socket.create_connection(("10.0.2.2", {port}), timeout=5); print("CONNECTED")
+except ConnectionRefusedError:
+    print("REFUSED")
+""")
+        assert r.stdout.split() == ["REFUSED"] and events == []
+    echo.close()
+
+
+def test_host_name_rule_binds_resolved_addresses():
+    echo = TcpEcho()
+    # "localhost" resolves to 127.0.0.1 on the host: the rule allows exactly that address
+    rule = EgressRule(host="localhost", ports=(echo.port,), source=src(14))
+    with netstack(config([rule])) as (ns, _h, events):
+        r = ns.py(f"""
+import socket
+s = socket.create_connection(("10.0.2.2", {echo.port}), timeout=5); s.sendall(b"x"); print(s.recv(10).decode())
+""")
+        assert r.stdout.split() == ["echo:x"] and events == []
+    echo.close()
+
+
+def test_large_transfer_both_directions_is_intact():
+    echo = TcpEcho()
+    with netstack(config([EgressRule(cidr="127.0.0.1/32")])) as (ns, _h, _e):
+        r = ns.py(f"""
+import socket, hashlib, threading, os
+data = os.urandom(1 << 20) * 24          # 24 MiB up, echoed back down
+s = socket.create_connection(("10.0.2.2", {echo.port}), timeout=20)
+t = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+t.start()
+got = bytearray()
+while True:
+    d = s.recv(1 << 20)
+    if not d: break
+    got += d
+t.join()
+print(hashlib.sha256(data).hexdigest(), hashlib.sha256(bytes(got[5:])).hexdigest(), len(got) - 5)
+""", timeout=60)
+        a, b, n = r.stdout.split()
+        assert a == b and int(n) == 24 << 20
+    echo.close()
+
+
+def test_publish_reaches_server_in_sandbox():
+    port = free_port()
+    rule = PublishRule(host_addr="127.0.0.1", host_port=port, sandbox_port=8080, source=src(20))
+    with netstack(config(publish=[rule])) as (ns, handle, _e):
+        server = ns.popen("""
+import socket, hashlib
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 8080)); l.listen(); print("ready", flush=True)
+for _ in range(2):
+    c, addr = l.accept()
+    got = bytearray()
+    while True:
+        d = c.recv(1 << 16)
+        if not d: break
+        got += d
+    c.sendall(hashlib.sha256(got).hexdigest().encode() + b" " + addr[0].encode()); c.close()
+""")
+        assert server.stdout.readline().strip() == "ready"
+        payload = bytes(range(256)) * 40000  # ~10 MB into the sandbox
+        for data in (b"hi", payload):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(data)
+                c.shutdown(socket.SHUT_WR)
+                reply = b""
+                while True:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    reply += d
+            digest, peer = reply.decode().split()
+            assert digest == hashlib.sha256(data).hexdigest()
+            assert peer == "10.0.2.2"  # the sandbox sees connections from the gateway
+        server.wait(timeout=10)
+        assert wait_for(lambda: handle.stats()["tcp_connections"] == 0)
+
+
+def test_publish_to_closed_sandbox_port_is_closed_on_host():
+    port = free_port()
+    with netstack(config(publish=[PublishRule("127.0.0.1", port, 9, source=src(21))])) as (_ns, h, _e):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.settimeout(5)
+            try:
+                assert c.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        assert wait_for(lambda: h.stats()["tcp_connections"] == 0)
+
+
+def test_udp_allowed_and_refused():
+    echo = UdpEcho()
+    denied = UdpEcho()
+    with netstack(config([EgressRule(cidr="127.0.0.1/32", ports=(echo.port,), protocol="udp")])) as (ns, h, events):
+        r = ns.py(f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+s.sendto(b"ping", ("10.0.2.2", {echo.port})); print(s.recvfrom(100)[0].decode())
+s.sendto(b"ping", ("10.0.2.2", {denied.port}))
+try:
+    s.recvfrom(100); print("ANSWERED")
+except socket.timeout:
+    print("SILENT")
+# a TCP connection to the UDP-only rule's port is refused too
+try:
+    socket.create_connection(("10.0.2.2", {echo.port}), timeout=3)
+except ConnectionRefusedError:
+    print("TCP-REFUSED")
+""")
+        assert r.stdout.split() == ["udp:ping", "SILENT", "TCP-REFUSED"]
+        ev = wait_for(lambda: events if len(events) == 2 else None)
+        assert [(e["port"], e["protocol"]) for e in ev] == [(denied.port, "udp"), (echo.port, "tcp")]
+        assert h.stats()["udp_flows"] == 1
+    echo.close(), denied.close()
+
+
+def _dns_server(names: dict[str, list[str]]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                msg, addr = s.recvfrom(4096)
+            except OSError:
+                return
+            q = dns.parse_question(msg)
+            if q.name in names:
+                s.sendto(dns.answer(msg, names[q.name]), addr)
+            else:
+                s.sendto(dns.failure(msg, q, 3), addr)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return s
+
+
+def test_dns_forwarder_records_and_binds_names():
+    echo = TcpEcho()
+    upstream = _dns_server({"svc.internal.test": ["127.0.0.1"], "other.test": ["127.0.0.9"]})
+    up = f"127.0.0.1:{upstream.getsockname()[1]}"
+    rule = EgressRule(host="svc.internal.test", ports=(echo.port,), source=src(16))
+    with netstack(config([rule], dns=[up])) as (ns, _h, events):
+        # the test's namespace shares the host's /etc/resolv.conf: ask the forwarder directly
+        r = ns.py(f"""
+import socket, sys
+sys.path.insert(0, {repr(__import__('os').path.dirname(dns.__file__))})
+from sandboxctl.netstack import dns
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(dns.query("svc.internal.test"), ("10.0.2.2", 53))
+name, answers = dns.parse_answers(s.recv(4096)); print(answers[0])
+c = socket.create_connection((answers[0], {echo.port}), timeout=5); c.sendall(b"n"); print(c.recv(10).decode())
+s.sendto(dns.query("nosuch.test"), ("10.0.2.2", 53))
+print(s.recv(4096)[3] & 15)
+""")
+        assert r.stdout.split() == ["10.0.2.2", "echo:n", "3"]
+        recorded = [(e["name"], e["answers"]) for e in events if e["kind"] == "dns"]
+        assert ("svc.internal.test", ["127.0.0.1"]) in recorded
+        assert ("nosuch.test", []) in recorded
+        assert not [e for e in events if e["kind"] == "network"]
+    upstream.close(), echo.close()
+
+
+def test_icmp_echo_to_gateway():
+    with netstack(config()) as (ns, _h, _e):
+        r = ns.py("""
+import socket, struct, os
+def csum(b):
+    if len(b) % 2: b += b"\\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xFFFF); s += s >> 16
+    return ~s & 0xFFFF
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(3)
+body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"payload"
+body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+s.sendto(body, ("10.0.2.2", 0))
+reply = s.recv(1000)
+ihl = (reply[0] & 15) * 4
+t, _c, _s, ident, seq = struct.unpack("!BBHHH", reply[ihl:ihl + 8])
+print(t, hex(ident), seq, reply[ihl + 8:].decode(), csum(reply[ihl:]))
+""")
+        assert r.stdout.split() == ["0", "0x4242", "1", "payload", "0"]
+
+
+def test_resolv_conf_points_at_gateway():
+    from sandboxctl.netstack.setup import resolv_conf
+
+    assert resolv_conf(config()).splitlines()[0] == "nameserver 10.0.2.2"
+
+
+def test_attach_to_missing_process_fails_cleanly():
+    from sandboxctl.engine.errors import SandboxctlError
+    from sandboxctl.netstack.setup import attach
+
+    with pytest.raises(SandboxctlError):
+        attach(config(), 2 ** 22 + 12345)
