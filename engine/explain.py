@@ -482,6 +482,54 @@ def explain_dest(plan: Plan, dest: str, book: RiskBook, protocol: str = "tcp") -
                   ("" if addrs else f" ({host} does not resolve)"), "", risk, why, snippet, advice)
 
 
+# -- applying suggestions ----------------------------------------------------------------
+
+def merge_snippets(profile_text: str, snippets: Iterable[str]) -> str:
+    """The profile text with the YAML snippets merged in (comments and order kept):
+    mappings merge key by key, list items are appended unless already there, and a value
+    tagged !replace replaces. Commented-out snippets (critical calls) are ignored."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml = YAML()  # round-trip
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    doc = yaml.load(profile_text)
+    if doc is None:
+        doc = CommentedMap()
+
+    def key_of(item: Any) -> str:
+        return json.dumps(item, sort_keys=True, default=str)
+
+    def merge(dst: Any, src: Any) -> Any:
+        if isinstance(src, dict) and isinstance(dst, dict):
+            for k, v in src.items():
+                dst[k] = merge(dst[k], v) if k in dst else v
+            return dst
+        tag = getattr(getattr(src, "tag", None), "value", None)
+        if isinstance(src, list) and isinstance(dst, list) and tag != "!replace":
+            have = {key_of(x) for x in dst}
+            for item in src:
+                if key_of(item) not in have:
+                    dst.append(item)
+                    have.add(key_of(item))
+            return dst
+        return src
+
+    for snippet in snippets:
+        if not snippet.strip() or all(ln.lstrip().startswith("#") or not ln.strip()
+                                      for ln in snippet.splitlines()):
+            continue
+        merge(doc, yaml.load(snippet))
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    _ = CommentedSeq  # (imported for readers: the types merge() sees)
+    return out.getvalue()
+
+
 __all__ = ["Denial", "Answer", "explain_run", "explain_syscall", "explain_path", "explain_dest",
-           "suggest_syscall", "suggest_path", "suggest_dest", "load_run", "parse_arg", "field",
+           "suggest_syscall", "suggest_path", "suggest_dest", "load_run", "parse_arg", "merge_snippets", "field",
            "Source"]
