@@ -1,0 +1,66 @@
+"""Run a command in the sandbox a profile describes, and exit with its status.
+
+The command after `--` replaces the profile's process.command. Nothing is printed but the
+program's own output; set-up problems are one message and a hint. With a terminal on
+stdin and stdout the program gets a pty of its own (so a shell is interactive).
+
+examples:
+  sandboxctl apply profiles/default.yaml -- uname -a
+  sandboxctl apply profiles/default.yaml -- bash          # an interactive shell
+  sandboxctl apply default -- cat /proc/version            # a built-in profile by name
+  sandboxctl compile profiles/default.yaml --json > plan.json && sandboxctl apply plan.json -- true
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("profile", help="profile file, built-in profile name, or a Plan (.json)")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="the command to run (after --); default: the profile's process.command")
+    parser.add_argument("--debug", action="store_true", help="write the Sentry's log (sentry.log in the run directory)")
+    parser.add_argument("--tty", choices=("auto", "always", "never"), default="auto",
+                        help="give the program a pty: auto (when stdin and stdout are terminals), always, never")
+
+
+def load_plan(ref: str):
+    """A Plan from a compiled .json, a profile file, or a built-in profile name."""
+    from ..engine.errors import SandboxctlError
+
+    if ref.endswith(".json"):
+        from ..engine.plan import Plan
+
+        try:
+            with open(ref) as fh:
+                return Plan.from_json(fh.read())
+        except OSError as exc:
+            raise SandboxctlError(f"cannot read the plan {ref}: {exc.strerror}",
+                                  hint="give a profile file, a built-in profile name, or a plan .json") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile --json` ({exc})",
+                                  hint="recompile it with this version of sandboxctl") from exc
+    from ..engine import compile as _compile
+
+    if not os.path.exists(ref) and "/" not in ref and not ref.endswith((".yaml", ".yml")):
+        return _compile.compile_builtin(ref)
+    return _compile.compile_profile(ref)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sentry.launch.launcher import run as launch
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    plan = load_plan(args.profile)
+    use_pty = {"auto": None, "always": True, "never": False}[args.tty]
+    if use_pty and not os.isatty(0):
+        use_pty = False
+    outcome = launch(plan, command, debug=args.debug, use_pty=use_pty)
+    if outcome.sentry_failure:
+        sys.stderr.write(f"sandboxctl: {outcome.sentry_failure} (run {outcome.run_id})\n")
+    return outcome.exit_code

@@ -1,0 +1,512 @@
+"""Launch a program in a sandbox described by a Plan, supervise it, clean up.
+
+Processes (host view):
+
+    supervisor  (`sandboxctl apply`: signals, pty relay, Sentry, Gofer, netstack, cgroups)
+     └─ keeper  joins the cgroups, unshares user/mnt/uts/ipc/net/cgroup/pid namespaces,
+        │       writes its uid/gid maps, brings loopback up; dies with the supervisor
+        └─ init   pid 1 of the sandbox: hostname, builds the root and pivots into it,
+           │      then only reaps; its exit kills everything left in the sandbox
+           └─ program  cwd, rlimits, capabilities, no_new_privs, closes every other fd,
+                       then load_and_exec (the Sentry's part: filter, report, execve)
+
+Set-up errors in any of the three children come back over a pipe as one message and are
+raised in the supervisor as the same exception type. The program's wait status comes back
+over another pipe from init, so 128+N after signal N is exact. The program's host pid
+comes with its listener report, as SCM_CREDENTIALS on a unix socket.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ...engine.errors import HostError, SandboxctlError, SandboxError
+from ...engine.plan import Plan
+from . import caps, cgroup, kernel, mnt, rlimits, uts
+from .net import loopback_up
+from . import signals as sigs
+from .pty import Pty, attach_in_child
+from .user import userns_available, write_maps
+
+_ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
+_UCRED = struct.Struct("iII")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    signal: int | None
+    run_id: str | None
+    sentry_failure: str | None = None
+
+
+# -- host checks ---------------------------------------------------------------------
+
+def check_host() -> None:
+    why = userns_available()
+    if why:
+        raise HostError(f"cannot create the sandbox: {why}",
+                        hint="enable them: sysctl -w user.max_user_namespaces=15000 "
+                        "(and kernel.unprivileged_userns_clone=1 where it exists)")
+    try:
+        with open("/proc/sys/kernel/seccomp/actions_avail") as fh:
+            actions = fh.read().split()
+    except OSError:
+        raise HostError("this kernel has no seccomp filter support",
+                        hint="use a kernel built with CONFIG_SECCOMP_FILTER") from None
+    if "user_notif" not in actions:
+        raise HostError("this kernel has no seccomp user notification (SECCOMP_RET_USER_NOTIF)",
+                        hint="use Linux 5.5 or newer, or run with platform: ptrace") from None
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# -- the children --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ChildSetup:
+    plan: Plan
+    argv: tuple[str, ...]
+    root: mnt.RootRequest
+    procs_files: tuple[str, ...]
+    outer_uid: int
+    outer_gid: int
+    supervisor: int
+    unshare_net: bool
+    err_w: int
+    status_w: int
+    report_w: int
+    slave: int | None  # pty slave for the program
+
+
+def _fail(err_w: int, exc: BaseException) -> NoReturn:
+    if isinstance(exc, SandboxctlError):
+        kind = type(exc).__name__ if type(exc).__name__ in _ERRORS else "SandboxError"
+        msg = {"type": kind, "message": exc.message, "hint": exc.hint}
+    elif isinstance(exc, OSError):
+        msg = {"type": "SandboxError", "message": f"sandbox set-up failed: {exc.strerror or exc}",
+               "hint": None}
+    else:
+        msg = {"type": "SandboxError", "message": f"sandbox set-up failed: {exc!r}", "hint": None}
+    try:
+        os.write(err_w, json.dumps(msg).encode())
+    finally:
+        os._exit(125)
+
+
+def _keeper(s: _ChildSetup) -> NoReturn:
+    """Host-side parent of the sandbox's init; lives exactly as long as the sandbox."""
+    try:
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        os.setsid()  # off the user's terminal: its signals go to the supervisor only
+        if s.outer_uid == 0:
+            os.setgroups([])
+        cgroup.join(list(s.procs_files))
+        flags = (kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS | kernel.CLONE_NEWUTS
+                 | kernel.CLONE_NEWIPC | kernel.CLONE_NEWPID | kernel.CLONE_NEWCGROUP)
+        if s.unshare_net:
+            flags |= kernel.CLONE_NEWNET
+        try:
+            kernel.unshare(flags)
+        except OSError as exc:
+            raise HostError(f"cannot create the sandbox's namespaces ({exc.strerror})",
+                            hint="namespaces may be disabled here (user.max_user_namespaces, "
+                            "a container's seccomp policy); allow unshare(CLONE_NEWUSER) for "
+                            "this user") from exc
+        # After the credential change of unshare(): a pdeath signal set before is cleared.
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != s.supervisor:
+            os._exit(125)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
+        write_maps(s.plan.launch.uid, s.plan.launch.gid, s.outer_uid, s.outer_gid)
+        if s.unshare_net:
+            loopback_up()
+        pid = os.fork()
+        if pid == 0:
+            _init(s)
+        for fd in (s.err_w, s.status_w, s.report_w, s.slave):
+            if fd is not None:
+                os.close(fd)
+    except BaseException as exc:
+        _fail(s.err_w, exc)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(125)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _init(s: _ChildSetup) -> NoReturn:
+    """pid 1 of the sandbox."""
+    try:
+        sigs.reset_in_child()
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
+        mnt.build_root(s.root)
+        pid = os.fork()
+        if pid == 0:
+            _program(s)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        for fd in _open_fds():
+            if fd > 2 and fd != s.status_w:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        caps.drop_to(())
+        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+    except BaseException as exc:
+        _fail(s.err_w, exc)
+    status = None
+    while True:  # reap every child; report the program's status, then end the sandbox
+        try:
+            child, st = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if child == pid:
+            status = st
+            break
+    try:
+        os.write(s.status_w, struct.pack("i", status if status is not None else -1))
+    finally:
+        os._exit(0)
+
+
+def _program(s: _ChildSetup) -> NoReturn:
+    plan = s.plan
+    try:
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if s.slave is not None:
+            attach_in_child(s.slave)
+        else:
+            os.setsid()
+        keep = {0, 1, 2, s.report_w, s.err_w}
+        for fd in _open_fds():
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            os.chdir(plan.launch.cwd)
+        except OSError as exc:
+            raise SandboxError(f"the working directory {plan.launch.cwd} is not usable in the "
+                               f"sandbox ({exc.strerror})",
+                               hint="set process.cwd to a directory that exists in the sandbox") from exc
+        rlimits.apply(plan.launch.rlimits)
+        caps.drop_to(plan.launch.capabilities)
+        if plan.launch.no_new_privs:
+            kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    except BaseException as exc:
+        _fail(s.err_w, exc)
+    from ..seccomp_child import load_and_exec  # already imported by the supervisor
+
+    os.close(s.err_w)  # set-up is done: EOF tells the supervisor
+    load_and_exec(plan, list(s.argv), dict(plan.launch.env), s.report_w)
+
+
+def _open_fds() -> list[int]:
+    return [int(n) for n in os.listdir("/proc/self/fd")]
+
+
+# -- the supervisor ------------------------------------------------------------------
+
+def _read_error(err_r: int) -> SandboxctlError | None:
+    chunks = []
+    while True:
+        data = os.read(err_r, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    if not chunks:
+        return None
+    try:
+        msg = json.loads(b"".join(chunks))
+        cls = _ERRORS.get(msg.get("type"), SandboxError)
+        return cls(msg.get("message") or "sandbox set-up failed", hint=msg.get("hint"))
+    except ValueError:
+        return SandboxError("sandbox set-up failed: " + b"".join(chunks).decode(errors="replace"))
+
+
+def _recv_report(sock: socket.socket) -> tuple[int, int] | None:
+    """(listener fd number, the program's host pid), or None if it closed without one."""
+    data, anc, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+    if not data:
+        return None
+    pid = None
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = _UCRED.unpack(payload[:_UCRED.size])[0]
+    if pid is None:
+        raise SandboxError("the sandboxed process reported without credentials")
+    return int(data.strip()), pid
+
+
+def _decode(status: int) -> tuple[int, int | None]:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return 1, None
+
+
+class _Session:
+    """Everything the supervisor holds for one run, released by close() in reverse."""
+
+    def __init__(self) -> None:
+        self.cleanups: list[Any] = []
+
+    def on_close(self, fn: Any) -> None:
+        self.cleanups.append(fn)
+
+    def close(self) -> None:
+        while self.cleanups:
+            fn = self.cleanups.pop()
+            try:
+                fn()
+            except Exception:  # cleanup goes on
+                pass
+
+
+def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
+        use_pty: bool | None = None) -> Outcome:
+    """Run `argv` (or the plan's command) in a sandbox; return when everything is gone."""
+    argv = tuple(argv) or tuple(plan.launch.command)
+    if not argv:
+        raise SandboxError("no command to run",
+                           hint="give one after `--` or set process.command in the profile")
+    if plan.launch.platform != "seccomp-notify":
+        raise SandboxError(f"platform {plan.launch.platform!r} is not supported by apply yet",
+                           hint="use platform: seccomp-notify")
+    check_host()
+    rlimits.check(plan.launch.rlimits)
+    gofer_ok = plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process")
+    synthetic = plan.sentry.synthetic_files
+    if not gofer_ok:
+        synthetic = synthetic + plan.gofer.synthetic_files
+    root = mnt.prepare(plan.gofer, synthetic)
+    if not gofer_ok and not root.direct:
+        root = mnt.RootRequest(root.gofer, root.sources, root.root_source, root.synthetic, True)
+    # Imported here, before the host's tree leaves the sandbox's view: the program's
+    # process runs load_and_exec after pivot_root, where this package may not exist.
+    import pyseccomp  # noqa: F401
+
+    from ...engine import filter as _filter  # noqa: F401
+    from ..runs import new_run
+    from ..seccomp_child import load_and_exec  # noqa: F401
+
+    session = _Session()
+    try:
+        return _supervise(plan, argv, root, debug, use_pty, session, new_run)
+    finally:
+        session.close()
+
+
+def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: bool,
+               use_pty: bool | None, session: _Session, new_run: Any) -> Outcome:
+    cg = cgroup.create(plan.launch.resources, os.urandom(3).hex())
+    session.on_close(cg.cleanup)
+    for w in cg.warnings:
+        print(w, file=sys.stderr)
+    run_rec = new_run(plan, list(argv))
+    if use_pty is None:
+        use_pty = os.isatty(0) and os.isatty(1)
+    pty = Pty.open(0) if use_pty else None
+    if pty is not None:
+        session.on_close(pty.close)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    rep_parent, rep_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    rep_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    for fd in (err_r, status_r):
+        session.on_close(lambda fd=fd: os.close(fd))
+    session.on_close(rep_parent.close)
+    setup = _ChildSetup(
+        plan=plan, argv=argv, root=root, procs_files=tuple(cg.procs_files),
+        outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
+        unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
+        report_w=rep_child.fileno(), slave=pty.slave if pty else None)
+    sp = sigs.install((signal.SIGWINCH,) if pty else ())
+    session.on_close(sp.close)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            os.close(err_r)
+            os.close(status_r)
+            rep_parent.close()
+            if pty is not None:
+                os.close(pty.master)
+        except BaseException as exc:
+            _fail(err_w, exc)
+        _keeper(setup)
+    keeper_fd = os.pidfd_open(keeper)
+    session.on_close(lambda: os.close(keeper_fd))
+
+    def kill_sandbox() -> None:
+        try:
+            signal.pidfd_send_signal(keeper_fd, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(keeper, 0)
+        except ChildProcessError:
+            pass
+
+    session.on_close(kill_sandbox)
+    os.close(err_w)
+    os.close(status_w)
+    rep_child.close()
+    if pty is not None:
+        os.close(pty.slave)
+        pty.slave = -1
+
+    # 1. set-up: an error, or the program's report (listener fd number + host pid)
+    error: SandboxctlError | None = None
+    report = None
+    open_fds = {err_r, rep_parent.fileno(), keeper_fd}
+    while error is None and report is None:
+        ready, _, _ = select.select(list(open_fds), [], [])
+        if err_r in ready:
+            error = _read_error(err_r)
+            open_fds.discard(err_r)
+        if rep_parent.fileno() in ready and error is None:
+            report = _recv_report(rep_parent)
+            if report is None:
+                break  # the program ended before it loaded its filter (e.g. not found)
+        if keeper_fd in ready and error is None and report is None:
+            if err_r in open_fds:
+                error = _read_error(err_r)
+            break
+    if error is not None:
+        run_rec.finish(None)
+        raise error
+    sentry = None
+    handles: list[Any] = []
+    if report is not None:
+        listener_fdnum, child_pid = report
+        gofer_sock = None
+        # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces.
+        if plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process"):
+            from ...gofer.process import start_gofer  # type: ignore[import-not-found]
+
+            gofer_handle, gofer_sock = start_gofer(plan, child_pid)
+            handles.append(gofer_handle)
+
+            def stop_gofer(h: Any = gofer_handle) -> None:
+                h.kill()
+                h.wait()
+
+            session.on_close(stop_gofer)
+        # -- netstack (issue 5): user-space network for mode "netstack".
+        if plan.network.mode == "netstack":
+            if _module_exists("sandboxctl.netstack.setup"):
+                from ...netstack.setup import attach  # type: ignore[import-not-found]
+
+                net_handle = attach(plan.network, child_pid, run_rec)
+                session.on_close(net_handle.close)
+            else:
+                print("sandboxctl: warning: network mode netstack is not available in this "
+                      "build; the sandbox has loopback only", file=sys.stderr)
+        from ..supervisor import start_sentry
+
+        sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec, gofer_sock=gofer_sock,
+                              debug=debug)
+        session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
+        try:
+            program_fd: int | None = os.pidfd_open(child_pid)
+            session.on_close(lambda: os.close(program_fd))  # type: ignore[arg-type]
+        except ProcessLookupError:
+            program_fd = None
+    else:
+        program_fd = None
+
+    # 2. supervise: relay the pty, forward signals, wait for the program's status
+    if pty is not None:
+        pty.raw()
+        session.on_close(pty.restore)
+    status: int | None = None
+    sentry_fd = sentry.pidfd if sentry is not None else None
+    stdin_open = pty is not None
+    master_open = pty is not None
+    keeper_done = False
+    while True:
+        fds = [status_r, sp.fd]
+        if not keeper_done:
+            fds.append(keeper_fd)
+        if sentry_fd is not None:
+            fds.append(sentry_fd)
+        if stdin_open:
+            fds.append(pty.host_fd)  # type: ignore[union-attr]
+        if master_open:
+            fds.append(pty.master)  # type: ignore[union-attr]
+        ready, _, _ = select.select(fds, [], [])
+        if sp.fd in ready:
+            for sig in sp.read():
+                if sig == signal.SIGWINCH and pty is not None:
+                    pty.copy_size()
+                elif program_fd is not None and sig != signal.SIGCHLD:
+                    try:
+                        signal.pidfd_send_signal(program_fd, sig)
+                    except OSError:
+                        pass
+        if master_open and pty.master in ready:  # type: ignore[union-attr]
+            master_open = pty.to_host(1)  # type: ignore[union-attr]
+        if stdin_open and pty.host_fd in ready:  # type: ignore[union-attr]
+            stdin_open = pty.from_host(1)  # type: ignore[union-attr]
+        if status_r in ready and status is None:
+            data = os.read(status_r, 4)
+            if len(data) == 4:
+                status = struct.unpack("i", data)[0]
+        if keeper_fd in ready:
+            keeper_done = True
+        if sentry_fd is not None and sentry_fd in ready and status is None:
+            kill_sandbox()  # the Sentry is gone: nothing runs unsupervised
+            sentry_fd = None
+        if keeper_done:
+            # everything in the sandbox is gone; take what is still in the pipes
+            while master_open and select.select([pty.master], [], [], 0)[0]:  # type: ignore[union-attr]
+                master_open = pty.to_host(1)  # type: ignore[union-attr]
+            if status is None and select.select([status_r], [], [], 0)[0]:
+                data = os.read(status_r, 4)
+                if len(data) == 4:
+                    status = struct.unpack("i", data)[0]
+            break
+    kill_sandbox()
+    failure = None
+    if sentry is not None:
+        sentry.wait(timeout=5)
+        failure = sentry.failed()
+    if status is None or status < 0:
+        code, sig = (137, signal.SIGKILL) if failure else (125, None)
+        if failure is None and status is None:
+            failure = "the sandbox ended before the program reported its status"
+    else:
+        code, sig = _decode(status)
+    run_rec.finish(code, sig)
+    return Outcome(code, sig, run_rec.id, failure)

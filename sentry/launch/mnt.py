@@ -1,0 +1,410 @@
+"""The mount namespace: build the sandbox's root from plan.gofer with real kernel mounts.
+
+Runs in the sandbox's init (pid 1 of the new pid namespace, full capabilities in the new
+user namespace), in this order, like bubblewrap:
+
+1. make every mount private, so nothing propagates back to the host;
+2. mount a staging tmpfs over /tmp (in our namespace only) and pivot_root into it, the
+   host's tree now at /oldroot; all host paths below are read through /oldroot;
+3. the root: overlayfs over the source with a tmpfs upper ("memory": writes stay in
+   memory), a directory upper ("dir"), or a recursive bind ("none", read-only if asked);
+4. /dev (tmpfs with bind mounts of the host's null, zero, full, random, urandom, tty; a new
+   devpts instance, ptmx, shm), /proc (a new procfs, /proc/sys & friends read-only, kcore
+   & friends masked), then the profile's mounts in order (bind, tmpfs, proc, dev);
+5. synthetic files (read-only binds of in-memory files), `deny` paths hidden and
+   `readonly` paths made read-only (direct mediation only; the Gofer does it otherwise);
+6. detach the host tree and pivot_root into the new root. The staging tmpfs, and every
+   temporary file in it, disappears with the mount namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+from dataclasses import dataclass
+
+from ...engine.errors import SandboxError
+from ...engine.plan import GoferConfig, Mount, PathRule, SyntheticFile
+from . import kernel as k
+
+STAGE = "/tmp"  # host directory a private tmpfs is mounted over (in our mount ns only)
+NEWROOT = "/newroot"
+OLDROOT = "/oldroot"
+FILES = "/files"
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+PROC_READONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs")
+PROC_MASKED_FILES = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                     "/proc/latency_stats")
+PROC_MASKED_DIRS = ("/proc/acpi", "/proc/scsi")
+
+_OPTION_ATTRS = {"ro": k.MOUNT_ATTR_RDONLY, "nosuid": k.MOUNT_ATTR_NOSUID,
+                 "nodev": k.MOUNT_ATTR_NODEV, "noexec": k.MOUNT_ATTR_NOEXEC}
+
+
+@dataclass(frozen=True)
+class RootRequest:
+    """What the sandbox init needs to build the root, with host paths already resolved
+    (symlinks followed in the host's namespace, before the host tree moves)."""
+
+    gofer: GoferConfig
+    sources: tuple[tuple[int, str], ...]  # (index in gofer.mounts, resolved host source)
+    root_source: str
+    synthetic: tuple[SyntheticFile, ...]
+    direct: bool  # direct mediation: hide deny paths and apply readonly rules with mounts
+
+
+def prepare(gofer: GoferConfig, synthetic: tuple[SyntheticFile, ...]) -> RootRequest:
+    """Resolve and check host paths in the supervisor; errors name the profile line."""
+    root_source = os.path.realpath(gofer.root.source)
+    if not os.path.isdir(root_source):
+        raise SandboxError(f"the root source {gofer.root.source} is not a directory",
+                           hint="set filesystem.root.source to an existing host directory")
+    if gofer.root.overlay == "dir":
+        if not gofer.root.upper_dir or not os.path.isdir(gofer.root.upper_dir):
+            raise SandboxError("filesystem.root.overlay is 'dir' but upper_dir is not an existing directory",
+                               hint="create the directory or use overlay: memory")
+    sources = []
+    for i, m in enumerate(gofer.mounts):
+        if m.type != "bind":
+            continue
+        where = f" ({m.source_loc.where()})" if m.source_loc else ""
+        if not m.source:
+            raise SandboxError(f"bind mount on {m.target}{where} has no source",
+                               hint="give the mount a source path")
+        real = os.path.realpath(m.source)
+        if not os.path.exists(real):
+            raise SandboxError(f"bind mount source {m.source}{where} does not exist on the host",
+                               hint="create it or fix the path in filesystem.mounts")
+        sources.append((i, real))
+    seen: dict[str, SyntheticFile] = {}
+    for f in synthetic:
+        seen[f.path] = f
+    return RootRequest(gofer=gofer, sources=tuple(sources), root_source=root_source,
+                       synthetic=tuple(seen.values()), direct=gofer.mediation == "direct")
+
+
+# -- helpers -------------------------------------------------------------------------
+
+def _in_root(path: str, root: str = NEWROOT) -> str:
+    """`path` (absolute, inside the sandbox) as a path under `root`, following symlinks
+    inside the sandbox's tree the way the sandbox will see them (never out of it)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        comp = parts.pop(0)
+        if comp == "..":
+            if done:
+                done.pop()
+            continue
+        cur = os.path.join(root, *done, comp)
+        if os.path.islink(cur):
+            hops += 1
+            if hops > 40:
+                raise SandboxError(f"too many symlinks resolving {path} in the sandbox root")
+            target = os.readlink(cur)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        done.append(comp)
+    return os.path.join(root, *done)
+
+
+def _ensure(target: str, is_dir: bool, can_create: bool, what: str) -> None:
+    if os.path.lexists(target):
+        return
+    parent = os.path.dirname(target)
+    on_skeleton = os.path.isdir(parent) and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev
+    if not can_create and not on_skeleton:
+        raise SandboxError(
+            f"{what}: the mount point {target[len(NEWROOT):] or '/'} does not exist in the root, and "
+            "the root is not an overlay, so it cannot be created without changing the host",
+            hint="use filesystem.root.overlay: memory, or pick a target that exists")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        with open(target, "a"):
+            pass
+
+
+def _attrs(options: tuple[str, ...], readonly: bool) -> int:
+    attrs = k.MOUNT_ATTR_RDONLY if readonly else 0
+    for opt in options:
+        attrs |= _OPTION_ATTRS.get(opt, 0)
+    return attrs
+
+
+def _bind(src: str, dst: str, attrs: int = 0, recursive: bool = True) -> None:
+    k.mount(src, dst, None, k.MS_BIND | (k.MS_REC if recursive else 0))
+    if attrs:
+        k.mount_setattr(dst, attrs, recursive=recursive)
+
+
+def _tmpfs(dst: str, mode: str = "1777", size: int | None = None, attrs: int = 0) -> None:
+    data = f"mode={mode}" + (f",size={size}" if size else "")
+    k.mount("tmpfs", dst, "tmpfs", k.MS_NOSUID | k.MS_NODEV, data)
+    if attrs:
+        k.mount_setattr(dst, attrs)
+
+
+def _escape_overlay(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+# -- the steps -----------------------------------------------------------------------
+
+def _stage() -> None:
+    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.mount("tmpfs", STAGE, "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=0755")
+    os.chdir(STAGE)
+    for d in ("newroot", "oldroot", "files", "ovl"):
+        os.mkdir(d)
+    k.pivot_root(STAGE, "oldroot")
+    os.chdir("/")
+
+
+SKIP_TOP = ("proc", "sys", "dev")  # replaced by the sandbox's own (sys stays empty)
+
+
+class _Layers:
+    """Lay the host tree under NEWROOT, one directory at a time.
+
+    A user namespace cannot overlay or non-recursively bind a directory that has mounts
+    below it (the kernel locks them), and a recursive bind would bring the host's other
+    mounts along. So NEWROOT is a tmpfs skeleton, and each directory of the source is an
+    overlay (or bind) of its own; a directory with a mount below it is descended into,
+    and a mount point met on the way is left empty: the sandbox sees the root file
+    system's contents and only the mounts the profile makes.
+    """
+
+    def __init__(self, overlay: str, readonly: bool, base: str | None) -> None:
+        self.overlay = overlay
+        self.readonly = readonly
+        self.base = base
+        self.n = 0
+        self.binds: list[str] = []
+
+    def _one(self, src: str, dst: str) -> None:
+        if self.overlay == "none":
+            k.mount(src, dst, None, k.MS_BIND)
+            self.binds.append(dst)
+            return
+        self.n += 1
+        upper, work = f"{self.base}/{self.n}/upper", f"{self.base}/{self.n}/work"
+        os.makedirs(upper)
+        os.mkdir(work)
+        st = os.stat(src)
+        os.chmod(upper, st.st_mode & 0o7777)
+        data = (f"lowerdir={_escape_overlay(src)},upperdir={_escape_overlay(upper)},"
+                f"workdir={_escape_overlay(work)},userxattr")
+        k.mount("overlay", dst, "overlay", 0, data)
+
+    def tree(self, src: str, dst: str, top: bool = False) -> None:
+        dev = os.stat(src).st_dev
+        for name in sorted(os.listdir(src)):
+            s, d = os.path.join(src, name), os.path.join(dst, name)
+            if os.path.islink(s):
+                os.symlink(os.readlink(s), d)
+                continue
+            try:
+                st = os.stat(s)
+            except OSError:
+                continue
+            if os.path.isdir(s):
+                os.mkdir(d)
+                os.chmod(d, st.st_mode & 0o7777)
+                if (top and name in SKIP_TOP) or st.st_dev != dev:
+                    continue  # another mount: not part of the root file system
+                try:
+                    self._one(s, d)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.EPERM):
+                        raise
+                    self.tree(s, d)  # a mount below it: descend
+            elif os.path.isfile(s):
+                with open(d, "w"):
+                    pass
+                k.mount(s, d, None, k.MS_BIND)
+                # a single file cannot be overlaid: the host's copy is never writable
+                k.mount_setattr(d, k.MOUNT_ATTR_RDONLY)
+
+    def seal(self) -> None:
+        if self.overlay == "none" and self.readonly:
+            for d in self.binds:
+                k.mount_setattr(d, k.MOUNT_ATTR_RDONLY)
+
+
+def _root(req: RootRequest) -> _Layers:
+    """Lay the root out on NEWROOT; returns the layers (sealed read-only at the end)."""
+    root = req.gofer.root
+    lower = OLDROOT + req.root_source if req.root_source != "/" else OLDROOT
+    k.mount("tmpfs", NEWROOT, "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=0755")
+    base = None
+    if root.overlay == "memory":
+        k.mount("tmpfs", "/ovl", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=0755")
+        base = "/ovl"
+    elif root.overlay == "dir":
+        base = OLDROOT + os.path.realpath(root.upper_dir or "")
+    layers = _Layers(root.overlay, root.readonly, base)
+    layers.tree(lower, NEWROOT, top=True)
+    return layers
+
+
+def _dev(target: str, can_create: bool) -> None:
+    _ensure(target, True, can_create, "/dev")
+    _tmpfs(target, mode="0755", size=1 << 20)
+    for name in DEV_NODES:
+        node = os.path.join(target, name)
+        with open(node, "a"):
+            pass
+        _bind(OLDROOT + "/dev/" + name, node, recursive=False)
+    pts = os.path.join(target, "pts")
+    os.mkdir(pts)
+    k.mount("devpts", pts, "devpts", k.MS_NOSUID | k.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    os.symlink("pts/ptmx", os.path.join(target, "ptmx"))
+    shm = os.path.join(target, "shm")
+    os.mkdir(shm)
+    _tmpfs(shm, mode="1777")
+    for name, dest in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                       ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(dest, os.path.join(target, name))
+    k.mount_setattr(target, k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NOEXEC)
+
+
+def _proc(target: str, can_create: bool) -> None:
+    _ensure(target, True, can_create, "/proc")
+    k.mount("proc", target, "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    inner = target[len(NEWROOT):]
+    for path in PROC_READONLY:
+        p = NEWROOT + inner + path[len("/proc"):]
+        if os.path.exists(p):
+            _bind(p, p, k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NODEV
+                  | k.MOUNT_ATTR_NOEXEC)
+    for path in PROC_MASKED_FILES:
+        p = NEWROOT + inner + path[len("/proc"):]
+        if os.path.exists(p):
+            _bind(OLDROOT + "/dev/null", p, recursive=False)
+    for path in PROC_MASKED_DIRS:
+        p = NEWROOT + inner + path[len("/proc"):]
+        if os.path.isdir(p):
+            _tmpfs(p, mode="0555", size=4096, attrs=k.MOUNT_ATTR_RDONLY)
+
+
+def _mount_one(m: Mount, source: str | None, can_create: bool) -> None:
+    where = f" ({m.source_loc.where()})" if m.source_loc else ""
+    what = f"mount {m.type} on {m.target}{where}"
+    target = _in_root(m.target)
+    try:
+        if m.type == "bind":
+            assert source is not None
+            _ensure(target, os.path.isdir(source), can_create, what)
+            _bind(OLDROOT + source, target, _attrs(m.options, m.readonly))
+        elif m.type == "tmpfs":
+            _ensure(target, True, can_create, what)
+            _tmpfs(target, size=m.size, attrs=_attrs(m.options, m.readonly))
+        elif m.type == "proc":
+            _proc(target, can_create)
+        elif m.type == "dev":
+            _dev(target, can_create)
+        else:
+            raise SandboxError(f"{what}: unknown mount type {m.type!r}")
+    except OSError as exc:
+        raise SandboxError(f"{what}: {exc.strerror or exc}",
+                           hint="check the path and that the host allows this mount") from exc
+
+
+def _synthetic(files: tuple[SyntheticFile, ...], can_create: bool) -> None:
+    for i, f in enumerate(files):
+        staged = os.path.join(FILES, str(i))
+        with open(staged, "w") as fh:
+            fh.write(f.content)
+        os.chmod(staged, f.mode)
+        target = _in_root(f.path)
+        if not os.path.lexists(target):
+            if not can_create or not os.path.isdir(os.path.dirname(target)):
+                continue  # nowhere to put it without changing the host; the Sentry serves it
+            _ensure(target, False, True, f"synthetic file {f.path}")
+        if os.path.isdir(target):
+            continue
+        _bind(staged, target, k.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _deny_targets(rule: PathRule) -> list[str]:
+    pattern = rule.glob
+    while pattern.endswith("/**") or pattern.endswith("/*"):
+        pattern = pattern.rsplit("/", 1)[0]  # hiding the directory hides what is below it
+    if any(c in pattern for c in "*?["):
+        return sorted(glob.glob(NEWROOT + pattern))
+    resolved = _in_root(pattern or "/")
+    return [resolved] if os.path.lexists(resolved) else []
+
+
+def _hide(rules: tuple[PathRule, ...]) -> None:
+    denied_file = os.path.join(FILES, "denied")
+    with open(denied_file, "w"):
+        pass
+    os.chmod(denied_file, 0)
+    for rule in rules:
+        for target in _deny_targets(rule):
+            if target.rstrip("/") == NEWROOT:
+                continue
+            if os.path.isdir(target) and not os.path.islink(target):
+                _tmpfs(target, mode="0000", size=4096, attrs=k.MOUNT_ATTR_RDONLY)
+            elif os.path.isfile(target):
+                _bind(denied_file, target, k.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _readonly(rules: tuple[PathRule, ...]) -> None:
+    for rule in rules:
+        for target in _deny_targets(rule):
+            if os.path.exists(target):
+                _bind(target, target, k.MOUNT_ATTR_RDONLY)
+
+
+def _enter() -> None:
+    k.umount2(OLDROOT, k.MNT_DETACH)
+    os.chdir(NEWROOT)
+    k.pivot_root(".", ".")
+    k.umount2(".", k.MNT_DETACH)
+    os.chdir("/")
+
+
+def build_root(req: RootRequest) -> None:
+    """Build the root and pivot into it. Raises SandboxError naming the failed step."""
+    step = "prepare the mount namespace"
+    try:
+        _stage()
+        step = "mount the root"
+        layers = _root(req)
+        can_create = req.gofer.root.overlay != "none"
+        mounts = list(req.gofer.mounts)
+        types = {m.type for m in mounts}
+        if "dev" not in types:
+            mounts.insert(0, Mount(type="dev", target="/dev"))
+        if "proc" not in types:
+            mounts.insert(0, Mount(type="proc", target="/proc"))
+        sources = dict(req.sources)
+        offset = len(mounts) - len(req.gofer.mounts)
+        for i, m in enumerate(mounts):
+            _mount_one(m, sources.get(i - offset), can_create)
+        step = "place synthetic files"
+        _synthetic(req.synthetic, can_create)
+        if req.direct:
+            step = "hide denied paths"
+            _hide(req.gofer.deny)
+            step = "make readonly paths read-only"
+            _readonly(req.gofer.readonly)
+        step = "make the root read-only"
+        layers.seal()
+        if req.gofer.root.overlay == "none" and req.gofer.root.readonly:
+            k.mount_setattr(NEWROOT, k.MOUNT_ATTR_RDONLY)
+        step = "pivot_root into the new root"
+        _enter()
+    except OSError as exc:
+        raise SandboxError(f"cannot {step}: {exc.strerror or exc}",
+                           hint="this host may forbid mounts in user namespaces; "
+                           "check `unshare -Urm true` works") from exc
