@@ -61,7 +61,7 @@ def test_syscall_group_errno_and_constant_names(tmp_path):
     d = find(diags, "unknown errno name 'EPREM'")
     assert (d.line, d.col, d.hint) == (9, 28, "did you mean 'EPERM'?")
     d = find(diags, "unknown syscall 'bogus_call'")
-    assert (d.line, d.col, d.path) == (10, 26, "syscalls.deny[1].names[1]")
+    assert (d.line, d.col, d.path) == (10, 24, "syscalls.deny[1].names[1]")
 
 
 def test_i386_only_syscall_is_unknown_on_x86_64(tmp_path):
