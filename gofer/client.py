@@ -43,7 +43,7 @@ class GoferClient:
             if fds:
                 socket.send_fds(self.sock, [msg], list(fds))
             else:
-                self.sock.send(msg)
+                self.sock.sendmsg([msg])
         except OSError as exc:
             self._die()
             raise GoferGone(exc.errno or E.EPIPE, "the Gofer is gone") from exc

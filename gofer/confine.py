@@ -27,7 +27,7 @@ GOFER_ALLOWED: tuple[str, ...] = (
     # the file operations it serves (resolution by openat2, everything else *at on fds)
     "openat2", "openat", "readlinkat", "readlink", "faccessat2", "mkdirat", "unlinkat",
     "renameat2", "linkat", "symlinkat", "fchmodat2", "fchownat", "utimensat", "ftruncate",
-    "memfd_create", "getdents64",
+    "memfd_create", "fchmod", "getdents64",
 )
 
 GOFER_FATAL: tuple[str, ...] = (

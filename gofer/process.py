@@ -54,6 +54,11 @@ class GoferHandle:
             _, self._status = os.waitpid(self.pid, 0)
         return self._status
 
+    def close(self) -> None:
+        """Kill the Gofer (if still running) and reap it."""
+        self.kill()
+        self.wait()
+
     def poll(self) -> int | None:
         if self._status is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)

@@ -418,6 +418,13 @@ class FileServer:
         return self._ok(path=new_full)
 
     def _mutate_target(self, req: Request, fds: list[int]) -> _Target:
+        if not req.name and req.at_flags & gsys.AT_EMPTY_PATH:
+            # the descriptor itself (futimens, fchownat(fd, "", AT_EMPTY_PATH))
+            if not 0 <= req.handle < len(fds):
+                raise Refused(E.EBADF)
+            path = self.fd_path(fds[req.handle])
+            self.check(path, True)
+            return _Target(os.dup(fds[req.handle]), path)
         path = self.request_path(req, req.handle, req.name, fds)
         spath = self.synthetic(path)
         if spath is not None:
@@ -589,7 +596,7 @@ class FileServer:
             if fd >= 0:
                 socket.send_fds(sock, [msg], [fd])
             else:
-                sock.send(msg)
+                sock.sendmsg([msg])
         except OSError:
             pass  # the Sentry is gone; the loop ends at the next recv
         finally:

@@ -1,0 +1,713 @@
+"""File calls served through the Gofer (filesystem.mediation: gofer).
+
+Each handler reads the path from the caller's memory once, makes it absolute against the
+caller's tracked working directory, or names the caller's directory descriptor as the
+base (the Sentry opens /proc/<tid>/fd/<dirfd> as O_PATH and attaches it to the request),
+asks the Gofer, and answers: an injected descriptor for opens, a stat buffer written
+into the caller's memory, or an errno. It never lets the kernel re-run a call it decided.
+
+The working directory is tracked here, per thread group: chdir/fchdir ask the Gofer
+(which checks the path and the search permission) and record the canonical path;
+getcwd returns it; new processes inherit their parent's. The kernel's own cwd of the
+program stays at the launch directory (docs/gofer.md, "Limits").
+
+Every refusal the Gofer attributes to a rule (deny / readonly globs), and every EACCES,
+EPERM, EROFS, EXDEV or magic-link ELOOP the kernel gave the Gofer, is a `file` event.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..gofer import sys as gsys
+from ..gofer.client import GoferClient, GoferGone
+from ..gofer.policy import RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC
+from ..gofer.protocol import HANDLE_ROOT, Op, Reply, Request
+from .call import Call, Decision, Errno, InjectFd, Kill, Memory, Return, SentryContext
+from .dispatch_util import read_comm
+from .table import Entry
+
+AT_FDCWD = -100
+O_CLOEXEC = os.O_CLOEXEC
+_REFUSALS = frozenset((E.EACCES, E.EPERM, E.EROFS, E.EXDEV))
+_OPS = {int(o): o.name.lower() for o in Op}
+_RULE_NAMES = {RULE_DENY: "deny", RULE_READONLY: "readonly", RULE_MAGICLINK: "magic link",
+               RULE_SYNTHETIC: "synthetic file"}
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+@dataclass
+class _Task:
+    tgid: int  # host view
+    nspid: int  # sandbox pid namespace view, for /proc/self
+    nstid: int
+
+
+@dataclass
+class FsState:
+    client: GoferClient
+    launch_cwd: str
+    cwd: dict[int, str] = field(default_factory=dict)  # host tgid -> canonical path
+    tasks: dict[int, _Task] = field(default_factory=dict)  # host tid -> ids
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def task(self, tid: int) -> _Task:
+        t = self.tasks.get(tid)
+        if t is not None:
+            return t
+        tgid, ppid, nspid, nstid = tid, 0, 0, 0
+        try:
+            with open(f"/proc/{tid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Tgid:"):
+                        tgid = int(line.split()[1])
+                    elif line.startswith(b"PPid:"):
+                        ppid = int(line.split()[1])
+                    elif line.startswith(b"NSpid:"):
+                        nspid = int(line.split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+        nstid = nspid
+        if tgid != tid:
+            try:
+                with open(f"/proc/{tgid}/status", "rb") as fh:
+                    for line in fh:
+                        if line.startswith(b"NSpid:"):
+                            nspid = int(line.split()[-1])
+                        elif line.startswith(b"PPid:"):
+                            ppid = int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+        t = _Task(tgid, nspid, nstid)
+        with self.lock:
+            self.tasks[tid] = t
+            if tgid not in self.cwd:  # a new process starts where its parent was
+                self.cwd[tgid] = self.cwd.get(ppid, self.launch_cwd)
+        return t
+
+    def getcwd(self, tid: int) -> str:
+        t = self.task(tid)
+        return self.cwd.get(t.tgid, self.launch_cwd)
+
+
+def _state(ctx: SentryContext) -> FsState:
+    st = ctx.extra.get("fs")
+    if st is None:
+        sock = ctx.gofer_sock
+        if isinstance(sock, int):
+            sock = socket.socket(fileno=sock)
+        st = ctx.extra.setdefault("fs", FsState(GoferClient(sock), ctx.plan.launch.cwd or "/"))
+    return st
+
+
+class _Fail(Exception):
+    def __init__(self, errno: int) -> None:
+        self.errno = errno
+
+
+def _read_path(mem: Memory, addr: int) -> bytes:
+    if not addr:
+        raise _Fail(E.EFAULT)
+    try:
+        return mem.read_cstr(addr, 4096)
+    except OSError as exc:
+        raise _Fail(E.ENAMETOOLONG if exc.errno == E.ENAMETOOLONG else E.EFAULT) from None
+
+
+def _dirfd(tid: int, dirfd: int) -> int:
+    """An O_PATH descriptor (the Sentry's) for the caller's descriptor `dirfd`."""
+    if dirfd < 0:
+        raise _Fail(E.EBADF)
+    try:
+        return os.open(f"/proc/{tid}/fd/{dirfd}", os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        raise _Fail(E.EBADF) from None
+
+
+class _Where:
+    """A path argument made ready for a request: (handle, name) plus attached fds."""
+
+    __slots__ = ("handle", "name", "fds")
+
+    def __init__(self) -> None:
+        self.handle = HANDLE_ROOT
+        self.name = b""
+        self.fds: list[int] = []
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = None) -> _Where:
+    w = w or _Where()
+    if name.startswith(b"/"):
+        w.handle, w.name = HANDLE_ROOT, name
+        return w
+    if not name:
+        w.handle, w.name = HANDLE_ROOT, b""
+        return w
+    if dirfd == AT_FDCWD:
+        cwd = st.getcwd(call.pid).encode("utf-8", "surrogateescape")
+        w.handle, w.name = HANDLE_ROOT, (cwd.rstrip(b"/") + b"/" + name)
+        return w
+    w.fds.append(_dirfd(call.pid, dirfd))
+    w.handle, w.name = len(w.fds) - 1, name
+    return w
+
+
+def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
+    t = st.task(call.pid)
+    req = Request(req.op, req.name, req.handle, req.name2, req.handle2, req.flags, req.mode,
+                  req.at_flags, t.nspid, t.nstid, req.a)
+    return st.client.call(req, fds)
+
+
+def _refused(ctx: SentryContext, call: Call, req: Request, rep: Reply) -> None:
+    e = rep.errno
+    if rep.rule_kind == RULE_NONE and e not in _REFUSALS:
+        return
+    if not ctx.plan.sentry.audit.file_access:
+        return
+    rule = None
+    if rep.rule_kind in (RULE_DENY, RULE_READONLY):
+        rules = ctx.plan.gofer.deny if rep.rule_kind == RULE_DENY else ctx.plan.gofer.readonly
+        if 0 <= rep.rule_index < len(rules) and rules[rep.rule_index].source is not None:
+            s = rules[rep.rule_index].source
+            rule = {"file": s.file, "line": s.line, "col": s.col, "text": s.text}
+    path = rep.path.decode("utf-8", "replace") or req.name.decode("utf-8", "replace")
+    ev: dict[str, Any] = {
+        "pid": call.pid, "comm": read_comm(call.pid), "kind": "file", "syscall": call.name,
+        "nr": call.nr, "args": list(call.args), "path": path, "op": _OPS.get(req.op, "?"),
+        "action": "deny", "errno": e, "errno_name": E.errorcode.get(e, str(e)),
+        "decoded": f"{call.name}({path!r})", "rule": rule,
+    }
+    if rep.rule_kind != RULE_NONE:
+        ev["reason"] = _RULE_NAMES.get(rep.rule_kind, "")
+    ctx.event(ev)
+
+
+def _serve(ctx: SentryContext, call: Call, body: Callable[[FsState], Decision]) -> Decision:
+    try:
+        st = _state(ctx)
+        return body(st)
+    except _Fail as f:
+        return Errno(f.errno)
+    except GoferGone:
+        return Kill("the Gofer is gone: no file access can be served")
+
+
+def _simple(ctx: SentryContext, call: Call, st: FsState, req: Request, fds: list[int]) -> Reply:
+    rep = _ask(ctx, st, call, req, fds)
+    if rep.errno:
+        _refused(ctx, call, req, rep)
+    return rep
+
+
+# -- opens ---------------------------------------------------------------------------------
+
+
+def _open(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, flags: int,
+          mode: int) -> Decision:
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)
+        w = _where(st, call, dirfd, name)
+        try:
+            req = Request(Op.OPEN, w.name, w.handle, flags=flags, mode=mode)
+            rep = _simple(ctx, call, st, req, w.fds)
+        finally:
+            w.close()
+        if rep.errno:
+            return Errno(rep.errno)
+        if rep.fd < 0:
+            return Errno(E.EIO)
+        return InjectFd(rep.fd, bool(flags & O_CLOEXEC))
+
+    return _serve(ctx, call, body)
+
+
+def handle_open(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _open(ctx, call, mem, AT_FDCWD, a[0], _s32(a[1]), a[2] & 0o7777)
+
+
+def handle_creat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _open(ctx, call, mem, AT_FDCWD, a[0], os.O_CREAT | os.O_WRONLY | os.O_TRUNC,
+                 a[1] & 0o7777)
+
+
+def handle_openat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _open(ctx, call, mem, _s32(a[0]), a[1], _s32(a[2]), a[3] & 0o7777)
+
+
+def handle_openat2(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    size = a[3]
+    if size < 24 or size > 4096:
+        return Errno(E.EINVAL)
+    try:
+        raw = mem.read(a[2], size)
+    except OSError:
+        return Errno(E.EFAULT)
+    flags, mode, resolve = struct.unpack_from("<QQQ", raw)
+    if any(raw[24:]) or flags >> 32:
+        return Errno(E.E2BIG if any(raw[24:]) else E.EINVAL)
+    if resolve:
+        # RESOLVE_* scoping is the Gofer's own business; a program asking for its own
+        # scoping gets the fallback answer of kernels without openat2.
+        return Errno(E.ENOSYS)
+    return _open(ctx, call, mem, _s32(a[0]), a[1], int(flags), int(mode) & 0o7777)
+
+
+# -- the stat family -----------------------------------------------------------------------
+
+
+def _fd_stat(call: Call, mem: Memory, dirfd: int, buf: int, statx: tuple[int, int] | None,
+             st: FsState) -> Decision:
+    """AT_EMPTY_PATH (glibc's fstat): stat the caller's descriptor itself, here."""
+    fd = _dirfd(call.pid, dirfd)
+    try:
+        if statx is None:
+            data = gsys.fstatat_raw(fd, b"", gsys.AT_EMPTY_PATH)
+        else:
+            data = gsys.statx_raw(fd, b"", gsys.AT_EMPTY_PATH | (statx[0] & gsys.AT_STATX_SYNC_TYPE),
+                                  statx[1])
+    except OSError as exc:
+        return Errno(exc.errno or E.EIO)
+    finally:
+        os.close(fd)
+    try:
+        mem.write(buf, data)
+    except OSError:
+        return Errno(E.EFAULT)
+    return Return(0)
+
+
+def _stat(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, buf: int,
+          at_flags: int, statx_mask: int | None) -> Decision:
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)
+        nonlocal dirfd
+        if not name:
+            if not at_flags & gsys.AT_EMPTY_PATH:
+                return Errno(E.ENOENT)
+            if dirfd != AT_FDCWD:
+                sx = None if statx_mask is None else (at_flags, statx_mask)
+                return _fd_stat(call, mem, dirfd, buf, sx, st)
+            name = b"."
+        w = _where(st, call, dirfd, name)
+        try:
+            op = Op.STAT if statx_mask is None else Op.STATX
+            req = Request(op, w.name, w.handle, at_flags=at_flags & ~gsys.AT_EMPTY_PATH,
+                          a=(statx_mask or 0, 0, 0, 0))
+            rep = _simple(ctx, call, st, req, w.fds)
+        finally:
+            w.close()
+        if rep.errno:
+            return Errno(rep.errno)
+        try:
+            mem.write(buf, rep.data)
+        except OSError:
+            return Errno(E.EFAULT)
+        return Return(0)
+
+    return _serve(ctx, call, body)
+
+
+def handle_stat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _stat(ctx, call, mem, AT_FDCWD, call.args[0], call.args[1], 0, None)
+
+
+def handle_lstat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _stat(ctx, call, mem, AT_FDCWD, call.args[0], call.args[1],
+                 gsys.AT_SYMLINK_NOFOLLOW, None)
+
+
+def handle_newfstatat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[3])
+    if flags & ~(gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH | 0x800):  # 0x800 AT_NO_AUTOMOUNT
+        return Errno(E.EINVAL)
+    return _stat(ctx, call, mem, _s32(a[0]), a[1], a[2], flags, None)
+
+
+def handle_statx(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[2])
+    if flags & ~(gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH | 0x800 | gsys.AT_STATX_SYNC_TYPE):
+        return Errno(E.EINVAL)
+    return _stat(ctx, call, mem, _s32(a[0]), a[1], a[4], flags, a[3] & 0xFFFFFFFF)
+
+
+def _access(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, mode: int,
+            flags: int) -> Decision:
+    if mode & ~7:
+        return Errno(E.EINVAL)
+
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)
+        if not name and flags & gsys.AT_EMPTY_PATH and dirfd != AT_FDCWD:
+            fd = _dirfd(call.pid, dirfd)
+            os.close(fd)
+            return Return(0)
+        w = _where(st, call, dirfd, name)
+        try:
+            rep = _simple(ctx, call, st, Request(Op.ACCESS, w.name, w.handle, mode=mode,
+                                                 at_flags=flags & ~gsys.AT_EMPTY_PATH), w.fds)
+        finally:
+            w.close()
+        return Errno(rep.errno) if rep.errno else Return(0)
+
+    return _serve(ctx, call, body)
+
+
+def handle_access(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _access(ctx, call, mem, AT_FDCWD, call.args[0], _s32(call.args[1]), 0)
+
+
+def handle_faccessat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _access(ctx, call, mem, _s32(a[0]), a[1], _s32(a[2]), 0)
+
+
+def handle_faccessat2(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[3])
+    if flags & ~(gsys.AT_EACCESS | gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH):
+        return Errno(E.EINVAL)
+    return _access(ctx, call, mem, _s32(a[0]), a[1], _s32(a[2]), flags)
+
+
+def _readlink(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, buf: int,
+              size: int) -> Decision:
+    if _s32(size) <= 0:
+        return Errno(E.EINVAL)
+
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)
+        w = _where(st, call, dirfd, name)
+        try:
+            rep = _simple(ctx, call, st, Request(Op.READLINK, w.name, w.handle), w.fds)
+        finally:
+            w.close()
+        if rep.errno:
+            return Errno(rep.errno)
+        data = rep.data[:size]
+        try:
+            mem.write(buf, data)
+        except OSError:
+            return Errno(E.EFAULT)
+        return Return(len(data))
+
+    return _serve(ctx, call, body)
+
+
+def handle_readlink(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _readlink(ctx, call, mem, AT_FDCWD, a[0], a[1], a[2])
+
+
+def handle_readlinkat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _readlink(ctx, call, mem, _s32(a[0]), a[1], a[2], a[3])
+
+
+# -- calls that change the tree ------------------------------------------------------------
+
+
+def _one(ctx: SentryContext, call: Call, mem: Memory, op: Op, dirfd: int, path_addr: int,
+         **kw: Any) -> Decision:
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)
+        at_flags = kw.get("at_flags", 0)
+        if not name and at_flags & gsys.AT_EMPTY_PATH and dirfd != AT_FDCWD:
+            w = _Where()
+            w.fds.append(_dirfd(call.pid, dirfd))
+            w.handle = 0
+        else:
+            w = _where(st, call, dirfd, name)
+            kw["at_flags"] = at_flags & ~gsys.AT_EMPTY_PATH
+        try:
+            rep = _simple(ctx, call, st, Request(op, w.name, w.handle, **kw), w.fds)
+        finally:
+            w.close()
+        return Errno(rep.errno) if rep.errno else Return(0)
+
+    return _serve(ctx, call, body)
+
+
+def _two(ctx: SentryContext, call: Call, mem: Memory, op: Op, dirfd1: int, addr1: int,
+         dirfd2: int, addr2: int, *, literal_first: bool = False, **kw: Any) -> Decision:
+    def body(st: FsState) -> Decision:
+        name1 = _read_path(mem, addr1)
+        name2 = _read_path(mem, addr2)
+        w = _Where()
+        try:
+            if literal_first:  # symlink's target is text, not a path to resolve
+                h1, n1 = HANDLE_ROOT, name1
+            else:
+                _where(st, call, dirfd1, name1, w)
+                h1, n1 = w.handle, w.name
+            _where(st, call, dirfd2, name2, w)
+            h2, n2 = w.handle, w.name
+            rep = _simple(ctx, call, st, Request(op, n1, h1, n2, h2, **kw), w.fds)
+        finally:
+            w.close()
+        return Errno(rep.errno) if rep.errno else Return(0)
+
+    return _serve(ctx, call, body)
+
+
+def handle_mkdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _one(ctx, call, mem, Op.MKDIR, AT_FDCWD, call.args[0], mode=call.args[1] & 0o7777)
+
+
+def handle_mkdirat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.MKDIR, _s32(a[0]), a[1], mode=a[2] & 0o7777)
+
+
+def handle_unlink(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _one(ctx, call, mem, Op.UNLINK, AT_FDCWD, call.args[0])
+
+
+def handle_rmdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _one(ctx, call, mem, Op.UNLINK, AT_FDCWD, call.args[0], at_flags=gsys.AT_REMOVEDIR)
+
+
+def handle_unlinkat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[2])
+    if flags & ~gsys.AT_REMOVEDIR:
+        return Errno(E.EINVAL)
+    return _one(ctx, call, mem, Op.UNLINK, _s32(a[0]), a[1], at_flags=flags)
+
+
+def handle_rename(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.RENAME, AT_FDCWD, a[0], AT_FDCWD, a[1])
+
+
+def handle_renameat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.RENAME, _s32(a[0]), a[1], _s32(a[2]), a[3])
+
+
+def handle_renameat2(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.RENAME, _s32(a[0]), a[1], _s32(a[2]), a[3],
+                flags=a[4] & 0xFFFFFFFF)
+
+
+def handle_link(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.LINK, AT_FDCWD, a[0], AT_FDCWD, a[1])
+
+
+def handle_linkat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[4])
+    if flags & ~(gsys.AT_SYMLINK_FOLLOW | gsys.AT_EMPTY_PATH):
+        return Errno(E.EINVAL)
+    if flags & gsys.AT_EMPTY_PATH:
+        return Errno(E.ENOENT)  # linking an open descriptor needs CAP_DAC_READ_SEARCH
+    return _two(ctx, call, mem, Op.LINK, _s32(a[0]), a[1], _s32(a[2]), a[3], at_flags=flags)
+
+
+def handle_symlink(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.SYMLINK, AT_FDCWD, a[0], AT_FDCWD, a[1], literal_first=True)
+
+
+def handle_symlinkat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _two(ctx, call, mem, Op.SYMLINK, AT_FDCWD, a[0], _s32(a[1]), a[2], literal_first=True)
+
+
+def handle_chmod(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _one(ctx, call, mem, Op.CHMOD, AT_FDCWD, call.args[0], mode=call.args[1] & 0o7777)
+
+
+def handle_fchmodat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.CHMOD, _s32(a[0]), a[1], mode=a[2] & 0o7777)
+
+
+def _ids(uid: int, gid: int) -> tuple[int, int, int, int]:
+    return (_s32(uid) & 0xFFFFFFFF, _s32(gid) & 0xFFFFFFFF, 0, 0)
+
+
+def handle_chown(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.CHOWN, AT_FDCWD, a[0], a=_ids(a[1], a[2]))
+
+
+def handle_lchown(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.CHOWN, AT_FDCWD, a[0], a=_ids(a[1], a[2]),
+                at_flags=gsys.AT_SYMLINK_NOFOLLOW)
+
+
+def handle_fchownat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[4])
+    if flags & ~(gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH):
+        return Errno(E.EINVAL)
+    return _one(ctx, call, mem, Op.CHOWN, _s32(a[0]), a[1], a=_ids(a[2], a[3]), at_flags=flags)
+
+
+def handle_truncate(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    length = a[1] - (1 << 64) if a[1] >> 63 else a[1]
+    if length < 0:
+        return Errno(E.EINVAL)
+    return _one(ctx, call, mem, Op.TRUNCATE, AT_FDCWD, a[0], a=(length, 0, 0, 0))
+
+
+def handle_utimensat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    dirfd, path_addr, times_addr, flags = _s32(a[0]), a[1], a[2], _s32(a[3])
+    if flags & ~(gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH):
+        return Errno(E.EINVAL)
+    if times_addr:
+        try:
+            t = struct.unpack("<qqqq", mem.read(times_addr, 32))
+        except OSError:
+            return Errno(E.EFAULT)
+        times, tflag = t, 0
+    else:
+        times, tflag = (0, 0, 0, 0), 1
+    if not path_addr:  # futimens(fd, times): the descriptor itself
+        if dirfd == AT_FDCWD:
+            return Errno(E.EFAULT)
+
+        def body(st: FsState) -> Decision:
+            w = _Where()
+            w.fds.append(_dirfd(call.pid, dirfd))
+            w.handle = 0
+            try:
+                rep = _simple(ctx, call, st, Request(Op.UTIMENS, b"", 0, flags=tflag, a=times,
+                                                     at_flags=gsys.AT_EMPTY_PATH), w.fds)
+            finally:
+                w.close()
+            return Errno(rep.errno) if rep.errno else Return(0)
+
+        return _serve(ctx, call, body)
+    return _one(ctx, call, mem, Op.UTIMENS, dirfd, path_addr, flags=tflag, a=times,
+                at_flags=flags)
+
+
+# -- the working directory -----------------------------------------------------------------
+
+
+def _chdir_to(ctx: SentryContext, call: Call, st: FsState, w: _Where) -> Decision:
+    try:
+        rep = _simple(ctx, call, st, Request(Op.CHDIR, w.name, w.handle), w.fds)
+    finally:
+        w.close()
+    if rep.errno:
+        return Errno(rep.errno)
+    if rep.fd >= 0:
+        os.close(rep.fd)
+    t = st.task(call.pid)
+    with st.lock:
+        st.cwd[t.tgid] = rep.path.decode("utf-8", "surrogateescape") or "/"
+    return Return(0)
+
+
+def handle_chdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, call.args[0])
+        if not name:
+            return Errno(E.ENOENT)
+        return _chdir_to(ctx, call, st, _where(st, call, AT_FDCWD, name))
+
+    return _serve(ctx, call, body)
+
+
+def handle_fchdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    def body(st: FsState) -> Decision:
+        w = _Where()
+        w.fds.append(_dirfd(call.pid, _s32(call.args[0])))
+        w.handle, w.name = 0, b"."
+        return _chdir_to(ctx, call, st, w)
+
+    return _serve(ctx, call, body)
+
+
+def handle_getcwd(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    def body(st: FsState) -> Decision:
+        data = st.getcwd(call.pid).encode("utf-8", "surrogateescape") + b"\0"
+        size = call.args[1]
+        if size < len(data):
+            return Errno(E.ERANGE)
+        try:
+            mem.write(call.args[0], data)
+        except OSError:
+            return Errno(E.EFAULT)
+        return Return(len(data))
+
+    return _serve(ctx, call, body)
+
+
+def _e(fn: str, note: str, *, block: bool = False, status: str = "supported") -> Entry:
+    return Entry(f"sandboxctl.sentry.handlers_fs:{fn}", status, note, may_block=block)  # type: ignore[arg-type]
+
+
+_OPEN = "opened by the Gofer, injected with ADDFD (O_CLOEXEC honoured)"
+_STAT = "resolved by the Gofer; struct written back"
+_CHANGE = "done by the Gofer under the profile's path rules"
+
+TABLE: dict[str, Entry] = {
+    "open": _e("handle_open", _OPEN, block=True),
+    "openat": _e("handle_openat", _OPEN, block=True),
+    "openat2": _e("handle_openat2", _OPEN + "; RESOLVE_* from the program: ENOSYS",
+                  block=True, status="partial"),
+    "creat": _e("handle_creat", _OPEN, block=True),
+    "stat": _e("handle_stat", _STAT),
+    "lstat": _e("handle_lstat", _STAT),
+    "newfstatat": _e("handle_newfstatat", _STAT + "; AT_EMPTY_PATH (fstat) served in the Sentry"),
+    "statx": _e("handle_statx", _STAT),
+    "access": _e("handle_access", "checked by the Gofer as the program's uid"),
+    "faccessat": _e("handle_faccessat", "checked by the Gofer as the program's uid"),
+    "faccessat2": _e("handle_faccessat2", "checked by the Gofer as the program's uid"),
+    "readlink": _e("handle_readlink", "read by the Gofer"),
+    "readlinkat": _e("handle_readlinkat", "read by the Gofer"),
+    "mkdir": _e("handle_mkdir", _CHANGE),
+    "mkdirat": _e("handle_mkdirat", _CHANGE),
+    "unlink": _e("handle_unlink", _CHANGE),
+    "unlinkat": _e("handle_unlinkat", _CHANGE),
+    "rmdir": _e("handle_rmdir", _CHANGE),
+    "rename": _e("handle_rename", _CHANGE),
+    "renameat": _e("handle_renameat", _CHANGE),
+    "renameat2": _e("handle_renameat2", _CHANGE),
+    "link": _e("handle_link", _CHANGE),
+    "linkat": _e("handle_linkat", _CHANGE + "; AT_EMPTY_PATH refused"),
+    "symlink": _e("handle_symlink", _CHANGE),
+    "symlinkat": _e("handle_symlinkat", _CHANGE),
+    "chmod": _e("handle_chmod", _CHANGE),
+    "fchmodat": _e("handle_fchmodat", _CHANGE),
+    "chown": _e("handle_chown", _CHANGE),
+    "lchown": _e("handle_lchown", _CHANGE),
+    "fchownat": _e("handle_fchownat", _CHANGE),
+    "truncate": _e("handle_truncate", _CHANGE),
+    "utimensat": _e("handle_utimensat", _CHANGE),
+    "chdir": _e("handle_chdir", "checked by the Gofer; cwd tracked per process by the Sentry",
+                status="partial"),
+    "fchdir": _e("handle_fchdir", "cwd tracked per process by the Sentry", status="partial"),
+    "getcwd": _e("handle_getcwd", "the cwd the Sentry tracks"),
+}
+
+__all__ = ["TABLE", "FsState"]
