@@ -77,7 +77,13 @@ def _apply(profile: str, denials) -> None:
 
     with open(profile, encoding="utf-8") as fh:
         text = fh.read()
-    merged = merge_snippets(text, [d.suggestion for d in denials])
+    lines = set()
+    for den in denials:
+        if den.remove_where:
+            file, line, _col = den.remove_where.rsplit(":", 2)
+            if os.path.exists(file) and os.path.samefile(file, profile):
+                lines.add(int(line))
+    merged = merge_snippets(text, [d.suggestion for d in denials], lines)
     d = os.path.dirname(os.path.abspath(profile))
     fd, tmp = tempfile.mkstemp(prefix=".explain-", suffix=".yaml", dir=d)
     try:

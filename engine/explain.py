@@ -50,6 +50,9 @@ class Denial:
     suggestion: str  # a YAML snippet to add to the profile ("" when advised against)
     advice: str  # one sentence: what to do (or why not)
     examples: tuple[str, ...] = ()
+    # The refusing entry is in the profile that ran (not in one it extends): it has to go,
+    # a profile cannot both allow and deny a call at the same level. file:line:col.
+    remove_where: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,11 +208,17 @@ def _syscall_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook
     examples = tuple(dict.fromkeys(e.get("decoded") or _decode(name, e.get("args", ()))
                                    for e in evs))
     snippet, advice = suggest_syscall(name, (e.get("args", ()) for e in evs), book)
+    remove = ""
+    rule = ev.get("rule") or {}
+    if plan is not None and rule and rule.get("file") == plan.profile_file \
+            and sr.risk != "critical":
+        remove = where
+        advice = f"remove the entry at {where} ({text.strip()}) and {advice}"
     return Denial("syscall", name, examples[0], len(evs), ev.get("action", "deny"),
                   ev.get("errno_name") or (_errno.errorcode.get(ev.get("errno") or 0, "")
                                            if ev.get("action") == "deny" else ""),
                   where, text, sr.purpose or f"the {name} system call", sr.risk, sr.why,
-                  snippet, advice, examples[:5])
+                  snippet, advice, examples[:5], remove)
 
 
 def _decode(name: str, args: Any) -> str:
@@ -484,7 +493,8 @@ def explain_dest(plan: Plan, dest: str, book: RiskBook, protocol: str = "tcp") -
 
 # -- applying suggestions ----------------------------------------------------------------
 
-def merge_snippets(profile_text: str, snippets: Iterable[str]) -> str:
+def merge_snippets(profile_text: str, snippets: Iterable[str],
+                   remove_lines: Iterable[int] = ()) -> str:
     """The profile text with the YAML snippets merged in (comments and order kept):
     mappings merge key by key, list items are appended unless already there, and a value
     tagged !replace replaces. Commented-out snippets (critical calls) are ignored."""
@@ -519,6 +529,21 @@ def merge_snippets(profile_text: str, snippets: Iterable[str]) -> str:
             return dst
         return src
 
+    drop = set(remove_lines)
+    sc = doc.get("syscalls") if isinstance(doc, dict) else None
+    for section in ("deny", "kill", "log"):
+        seq = sc.get(section) if isinstance(sc, dict) else None
+        if not isinstance(seq, list) or not drop:
+            continue
+        for i in range(len(seq) - 1, -1, -1):
+            try:
+                line = seq.lc.item(i)[0] + 1
+            except (AttributeError, KeyError, TypeError):
+                continue
+            if line in drop:
+                del seq[i]
+        if not seq:
+            del sc[section]
     for snippet in snippets:
         if not snippet.strip() or all(ln.lstrip().startswith("#") or not ln.strip()
                                       for ln in snippet.splitlines()):
