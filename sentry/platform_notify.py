@@ -92,57 +92,92 @@ def notif_sizes() -> NotifSizes:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-class ProcessMemory:
-    """Memory of task `pid` via process_vm_readv/writev. `touched` says whether any read
-    happened (then the platform re-checks the notification id before acting)."""
+_RW = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                       ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong,
+                       use_errno=True)(("syscall", _libc))
+SCRATCH = 1 << 16
 
-    __slots__ = ("pid", "touched")
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.touched = False
+class MemIO:
+    """Per-thread preallocated buffers for process_vm_readv/writev: one scratch area and
+    one local and one remote iovec, so a memory access is one foreign call."""
 
-    def _rw(self, nr: int, addr: int, buf: ctypes.Array, size: int) -> int:
-        local = IoVec(ctypes.cast(buf, ctypes.c_void_p), size)
-        remote = IoVec(addr, size)
-        n = _syscall(nr, self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    __slots__ = ("scratch", "base", "local", "remote", "plocal", "premote")
+
+    def __init__(self) -> None:
+        self.scratch = ctypes.create_string_buffer(SCRATCH)
+        self.base = ctypes.addressof(self.scratch)
+        self.local = IoVec(self.base, 0)
+        self.remote = IoVec(0, 0)
+        self.plocal = ctypes.addressof(self.local)
+        self.premote = ctypes.addressof(self.remote)
+
+    def xfer(self, nr: int, pid: int, addr: int, size: int) -> int:
+        self.local.iov_len = size
+        self.remote.iov_base = addr
+        self.remote.iov_len = size
+        n = _RW(nr, pid, self.plocal, 1, self.premote, 1, 0)
         if n < 0:
             e = ctypes.get_errno()
             raise OSError(e, os.strerror(e))
         return n
 
+
+class ProcessMemory:
+    """Memory of task `pid` via process_vm_readv/writev. `touched` says whether any read
+    happened (then the platform re-checks the notification id before acting)."""
+
+    __slots__ = ("pid", "touched", "io")
+
+    def __init__(self, pid: int, io: MemIO | None = None) -> None:
+        self.pid = pid
+        self.touched = False
+        self.io = io if io is not None else MemIO()
+
     def read(self, addr: int, size: int) -> bytes:
         self.touched = True
         if size <= 0:
             return b""
-        buf = ctypes.create_string_buffer(size)
-        n = self._rw(NR_PROCESS_VM_READV, addr, buf, size)
-        if n != size:
-            raise OSError(_errno.EFAULT, "short read of the caller's memory")
-        return buf.raw
+        io = self.io
+        out = b""
+        while size > 0:
+            chunk = min(size, SCRATCH)
+            n = io.xfer(NR_PROCESS_VM_READV, self.pid, addr, chunk)
+            if n != chunk:
+                raise OSError(_errno.EFAULT, "short read of the caller's memory")
+            out += ctypes.string_at(io.base, n)
+            addr += n
+            size -= n
+        return out
 
     def read_cstr(self, addr: int, limit: int = 4096) -> bytes:
         self.touched = True
+        io = self.io
         out = b""
         while len(out) < limit:
-            chunk = min(_PAGE - (addr % _PAGE), limit - len(out))
-            buf = ctypes.create_string_buffer(chunk)
-            n = self._rw(NR_PROCESS_VM_READV, addr, buf, chunk)
-            data = buf.raw[:n]
+            # never cross into a page that may be unmapped: read up to the page's end
+            chunk = min(_PAGE - (addr % _PAGE), limit - len(out), SCRATCH)
+            n = io.xfer(NR_PROCESS_VM_READV, self.pid, addr, chunk)
+            if n <= 0:
+                break
+            data = ctypes.string_at(io.base, n)
             i = data.find(b"\0")
             if i >= 0:
                 return out + data[:i]
             out += data
             addr += n
-            if n == 0:
-                break
         raise OSError(_errno.ENAMETOOLONG, "string longer than the limit")
 
     def write(self, addr: int, data: bytes) -> None:
-        buf = ctypes.create_string_buffer(data, len(data))
-        n = self._rw(NR_PROCESS_VM_WRITEV, addr, buf, len(data))
-        if n != len(data):
-            raise OSError(_errno.EFAULT, "short write to the caller's memory")
+        io = self.io
+        off = 0
+        while off < len(data):
+            chunk = data[off:off + SCRATCH]
+            ctypes.memmove(io.base, chunk, len(chunk))
+            n = io.xfer(NR_PROCESS_VM_WRITEV, self.pid, addr + off, len(chunk))
+            if n != len(chunk):
+                raise OSError(_errno.EFAULT, "short write to the caller's memory")
+            off += n
 
 
 # -- the loop ---------------------------------------------------------------------------
@@ -153,22 +188,26 @@ class Responder:
 
     def __init__(self, fd: int, sizes: NotifSizes) -> None:
         self.fd = fd
+        self.io = MemIO()
         self.resp_buf = ctypes.create_string_buffer(max(sizes.seccomp_notif_resp, ctypes.sizeof(NotifResp)))
         self.resp = NotifResp.from_buffer(self.resp_buf)
         self.addfd = NotifAddfd()
         self.idbuf = ctypes.c_uint64()
+        self.p_resp = ctypes.addressof(self.resp)
+        self.p_addfd = ctypes.addressof(self.addfd)
+        self.p_id = ctypes.addressof(self.idbuf)
         self.SEND = _iowr(1, sizes.seccomp_notif_resp)
         self.ID_VALID = _iow(2, 8)
         self.ADDFD = _iow(3, ctypes.sizeof(NotifAddfd))
 
     def id_valid(self, nid: int) -> bool:
         self.idbuf.value = nid
-        return _ioctl(self.fd, self.ID_VALID, ctypes.byref(self.idbuf)) == 0
+        return _ioctl(self.fd, self.ID_VALID, self.p_id) == 0
 
     def send(self, nid: int, val: int, error: int, flags: int) -> None:
         r = self.resp
         r.id, r.val, r.error, r.flags = nid, val, error, flags
-        if _ioctl(self.fd, self.SEND, ctypes.byref(r)) != 0:
+        if _ioctl(self.fd, self.SEND, self.p_resp) != 0:
             e = ctypes.get_errno()
             if e not in (_errno.ENOENT, _errno.EINTR):  # the caller died meanwhile
                 raise OSError(e, f"SECCOMP_IOCTL_NOTIF_SEND: {os.strerror(e)}")
@@ -196,7 +235,7 @@ class Responder:
             a.id, a.flags, a.srcfd, a.newfd = nid, SECCOMP_ADDFD_FLAG_SEND, d.fd, 0  # type: ignore[union-attr]
             a.newfd_flags = os.O_CLOEXEC if d.cloexec else 0  # type: ignore[union-attr]
             try:
-                if _ioctl(self.fd, self.ADDFD, ctypes.byref(a)) < 0:
+                if _ioctl(self.fd, self.ADDFD, self.p_addfd) < 0:
                     e = ctypes.get_errno()
                     if e not in (_errno.ENOENT, _errno.EINTR):
                         self.send(nid, 0, -e, 0)
@@ -255,7 +294,7 @@ class NotifyLoop:
                 return
 
     def _serve_one(self, responder: Responder, nid: int, call: Call, slot) -> None:
-        mem = ProcessMemory(call.pid)
+        mem = ProcessMemory(call.pid, responder.io)
         d = self.dispatcher.dispatch(call, mem, slot)
         responder.apply(nid, call, mem, d, self.on_kill)
 
@@ -264,6 +303,7 @@ class NotifyLoop:
             self.start_workers()
         fd = self.fd
         notif, buf, size = self.notif, self.notif_buf, ctypes.sizeof(self.notif_buf)
+        pbuf = ctypes.addressof(buf)
         RECV = self.RECV
         disp = self.dispatcher
         poller = select.poll()
@@ -293,8 +333,8 @@ class NotifyLoop:
                     if ev & (select.POLLHUP | select.POLLERR):
                         return  # no sandboxed task is left
                     continue
-                ctypes.memset(buf, 0, size)
-                if _ioctl(fd, RECV, buf) != 0:
+                ctypes.memset(pbuf, 0, size)
+                if _ioctl(fd, RECV, pbuf) != 0:
                     e = ctypes.get_errno()
                     if e in (_errno.ENOENT, _errno.EINTR):
                         continue  # the caller died between poll and recv
