@@ -485,8 +485,12 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                 status = struct.unpack("i", data)[0]
         if keeper_fd in ready:
             keeper_done = True
-        if sentry_fd is not None and sentry_fd in ready and status is None:
-            kill_sandbox()  # the Sentry is gone: nothing runs unsupervised
+        if sentry_fd is not None and sentry_fd in ready:
+            # The Sentry ends by itself once no sandboxed task is left; any other end is a
+            # failure, and then nothing may run unsupervised.
+            sentry.wait(0)  # type: ignore[union-attr]
+            if sentry.failed() is not None:  # type: ignore[union-attr]
+                kill_sandbox()
             sentry_fd = None
         if keeper_done:
             # everything in the sandbox is gone; take what is still in the pipes
