@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal as _signal
 import time
 from dataclasses import dataclass, field
@@ -43,8 +42,12 @@ def runs_dir() -> Path:
     return state_dir() / "runs"
 
 
-def _new_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+def _new_id(bump: int = 0) -> str:
+    """UTC seconds, then the fraction of the second in 16 bits (hex), so ids sort by
+    start time even within one second; `bump` steps past a taken id."""
+    now = time.time()
+    frac = (int((now % 1) * 0x10000) + bump) & 0xFFFF
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{frac:04x}"
 
 
 @dataclass
@@ -98,8 +101,8 @@ def new_run(plan: Plan, command: list[str] | tuple[str, ...]) -> RunRecord:
     root = runs_dir()
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for _ in range(20):
-            rid = _new_id()
+        for attempt in range(20):
+            rid = _new_id(attempt)
             d = root / rid
             try:
                 d.mkdir(mode=0o700)
