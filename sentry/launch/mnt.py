@@ -301,7 +301,7 @@ def _mount_one(m: Mount, source: str | None, can_create: bool) -> None:
     try:
         if m.type == "bind":
             assert source is not None
-            _ensure(target, os.path.isdir(source), can_create, what)
+            _ensure(target, os.path.isdir(OLDROOT + source), can_create, what)
             _bind(OLDROOT + source, target, _attrs(m.options, m.readonly))
         elif m.type == "tmpfs":
             _ensure(target, True, can_create, what)
