@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal as _signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +75,14 @@ class RunRecord:
 
     def finish(self, exit_code: int | None, signal: int | None = None,
                killed_by: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write status.json. With no `killed_by` given and the program killed by SIGKILL,
-        the last `kill` event the Sentry recorded is used, so the run says which call
-        did it."""
+        """Write status.json. With no `killed_by` given, the last `kill` event the Sentry
+        recorded (if any: a process of the run was killed by a kill rule, the program
+        itself or one of its children) is used, so the run says which call did it.
+        Call it after the Sentry has exited (it flushes the events then)."""
         if self._events is not None:
             self._events.close()
             self._events = None
-        if killed_by is None and signal == _signal.SIGKILL:
+        if killed_by is None:
             killed_by = last_kill_event(self.dir)
         self.status.update({"ended": time.time(), "exit_code": exit_code, "signal": signal,
                             "killed_by": killed_by})
