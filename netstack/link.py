@@ -30,7 +30,9 @@ class Link:
         self._set_eth()
 
     def learn_mac(self, mac: bytes) -> None:
-        if mac != self.sandbox_mac and not mac[0] & 1:
+        """Take the sandbox's MAC from the first frame when the set-up did not give it;
+        once known it is fixed (a frame with another source cannot redirect traffic)."""
+        if self.sandbox_mac == wire.BROADCAST_MAC and not mac[0] & 1:
             self.sandbox_mac = bytes(mac)
             self._set_eth()
 

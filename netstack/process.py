@@ -16,6 +16,7 @@ import sys
 
 from ..engine.plan import NetworkConfig, _from_plain
 from .stack import Stack
+from .tcp import Limits
 
 PR_SET_PDEATHSIG = 1
 
@@ -44,7 +45,8 @@ def main(argv: list[str]) -> int:
     try:
         init = json.loads(first)
         config = _from_plain(NetworkConfig, init["config"])
-        stack = Stack(tap_fd, config, lambda e: send({"event": e}))
+        limits = Limits(**init.get("limits", {}))
+        stack = Stack(tap_fd, config, lambda e: send({"event": e}), limits=limits)
         if init.get("sandbox_mac"):
             stack.link.learn_mac(bytes.fromhex(init["sandbox_mac"]))
     except Exception as exc:  # reported to attach(), which raises it

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..engine.errors import HostError, SandboxError
 from ..engine.plan import NetworkConfig
 from .tap import open_tap
+from .tcp import Limits
 
 READY_TIMEOUT = 30.0
 
@@ -127,11 +128,11 @@ class NetHandle:
 
 
 def attach(config: NetworkConfig, child_pid: int, run: Any = None,
-           netns_path: str | None = None) -> NetHandle:
+           netns_path: str | None = None, limits: Limits | None = None) -> NetHandle:
     """Give the sandbox whose init is `child_pid` its TAP device and start the netstack.
 
     `run`: a RunRecord (events go to run.event) or a callable(dict), or None.
-    `netns_path` overrides /proc/<child_pid>/ns/net.
+    `netns_path` overrides /proc/<child_pid>/ns/net; `limits` the TCP bounds (tests).
     """
     if config.mode != "netstack":
         raise SandboxError(f"attach() is for network mode netstack, not {config.mode!r}")
@@ -147,7 +148,8 @@ def attach(config: NetworkConfig, child_pid: int, run: Any = None,
         os.close(tap_fd)  # the netstack process holds the only copy now
         child.close()
     handle = NetHandle(proc, parent, _event_sink(run))
-    handle._send({"config": dataclasses.asdict(config), "sandbox_mac": mac.hex()})
+    handle._send({"config": dataclasses.asdict(config), "sandbox_mac": mac.hex(),
+                  "limits": dataclasses.asdict(limits or Limits())})
     handle.wait_ready()
     return handle
 

@@ -24,7 +24,7 @@ from ..engine.plan import NetworkConfig, Source
 from . import dns, wire
 from .egress import EgressPolicy
 from .link import Link
-from .tcp import Tcp
+from .tcp import Limits, Tcp
 
 HOST_LOOPBACK = "127.0.0.1"
 UDP_IDLE = 60.0
@@ -64,7 +64,8 @@ class Stack:
     """Runs until stop() or the TAP device goes away."""
 
     def __init__(self, tap_fd: int, config: NetworkConfig, emit: Callable[[dict], None],
-                 upstream_dns: list[tuple[str, int]] | None = None) -> None:
+                 upstream_dns: list[tuple[str, int]] | None = None,
+                 limits: Limits = Limits()) -> None:
         self.config = config
         self.emit = emit
         iface = ipaddress.ip_interface(config.address)
@@ -75,7 +76,7 @@ class Stack:
         self.link = Link(tap_fd, self.gateway_ip, self.sandbox_ip)
         self.epoll = select.epoll()
         self.fdmap: dict[int, tuple] = {}
-        self.tcp = Tcp(self.link, self.epoll, self.fdmap)
+        self.tcp = Tcp(self.link, self.epoll, self.fdmap, limits)
         self.policy = EgressPolicy(config.egress)
         self.stats = Stats()
         self.udp: dict[tuple, UdpFlow] = {}
@@ -216,7 +217,8 @@ class Stack:
         proto = buf[ip + 9]
         l4 = ip + ihl
         end = ip + total
-        if not vflags & (wire.VNET_F_NEEDS_CSUM | wire.VNET_F_DATA_VALID) and proto != wire.PROTO_ICMP:
+        if not vflags & (wire.VNET_F_NEEDS_CSUM | wire.VNET_F_DATA_VALID) and \
+                (proto == wire.PROTO_TCP or proto == wire.PROTO_UDP):
             # the checksum is complete: verify it (frames the kernel sends use offload)
             if proto == wire.PROTO_UDP and end - l4 >= 8 and buf[l4 + 6] == 0 and buf[l4 + 7] == 0:
                 pass  # UDP without checksum
@@ -442,9 +444,9 @@ class Stack:
         return {
             "frames_in": self.stats.frames_in, "frames_out": self.link.frames_out,
             "drops": dict(self.stats.drops), "tcp": dict(self.tcp.counters),
-            "tcp_connections": len(self.tcp.conns), "udp_flows": len(self.udp),
+            "tcp_connections": len(self.tcp.conns), "tcp_states": self.tcp.states(), "udp_flows": len(self.udp),
             "dns_pending": len(self.dns_pending), "fds": len(self.fdmap),
-            "write_errors": self.link.write_errors,
+            "write_errors": self.link.write_errors, "sandbox_mac": wire.mac_text(self.link.sandbox_mac),
         }
 
 

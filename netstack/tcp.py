@@ -20,6 +20,7 @@ import os
 import select
 import socket
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from . import wire
@@ -35,10 +36,18 @@ RCV_BUF = 4 << 20  # bytes from the sandbox waiting for the host socket
 SND_BUF = 4 << 20  # bytes from the host socket not yet acknowledged by the sandbox
 SEG_MAX = 65000  # one frame's payload (a GSO frame when above the peer's MSS)
 RTO_MIN = 0.2
-RTO_MAX = 10.0
-MAX_RETRIES = 8
-HANDSHAKE_TIMEOUT = 20.0
-CLOSING_TIMEOUT = 60.0  # FIN exchanged one way, the other side silent
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep hostile or vanished peers from holding resources."""
+
+    max_conns: int = 4096  # beyond: new connections are reset
+    rto_min: float = RTO_MIN
+    rto_max: float = 10.0
+    max_retries: int = 8  # retransmissions without progress before both ends are reset
+    handshake_timeout: float = 20.0  # not established by then: reset
+    closing_timeout: float = 60.0  # FIN sent or received, then silence: reset
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 
 
@@ -87,12 +96,13 @@ class Conn:
 class Tcp:
     """All TCP connections of one sandbox link."""
 
-    def __init__(self, link, epoll: select.epoll, fdmap: dict, max_conns: int = 4096) -> None:
+    def __init__(self, link, epoll: select.epoll, fdmap: dict, limits: Limits = Limits()) -> None:
         self.link = link
         self.epoll = epoll
         self.fdmap = fdmap
         self.conns: dict[tuple, Conn] = {}
-        self.max_conns = max_conns
+        self.limits = limits
+        self.max_conns = limits.max_conns
         self.dirty: set[Conn] = set()  # owe the sandbox an ACK
         self.counters = {"opened": 0, "closed": 0, "refused": 0, "resets_sent": 0,
                          "retransmits": 0, "bad_segments": 0}
@@ -197,6 +207,7 @@ class Tcp:
             return
         now = time.monotonic()
         c = Conn(key, sock, dst, dport, sport, now)
+        c.rto = self.limits.rto_min
         c.dest = why
         c.peer_syn = seq
         c.rcv_nxt = (seq + 1) & M
@@ -206,7 +217,7 @@ class Tcp:
         self.fdmap[c.fd] = (self.host_ready, c)
         c.mask = EPOLLOUT
         self.epoll.register(c.fd, EPOLLOUT)
-        c.deadline = now + HANDSHAKE_TIMEOUT
+        c.deadline = now + self.limits.handshake_timeout
         self.counters["opened"] += 1
 
     def _on_ack(self, c: Conn, ack: int, win: int, pure: bool) -> None:
@@ -219,7 +230,7 @@ class Tcp:
             c.snd_una = ack
             c.dupacks = 0
             c.retries = 0
-            c.rto = RTO_MIN
+            c.rto = self.limits.rto_min
             c.deadline = time.monotonic() + c.rto if c.snd_nxt != ack else 0.0
             if not c.host_eof and len(c.sndbuf) < SND_BUF:
                 self._update_mask(c)
@@ -366,7 +377,7 @@ class Tcp:
                 self.close(c)
                 return
             c.state = SYN_RCVD
-            c.deadline = time.monotonic() + RTO_MIN
+            c.deadline = time.monotonic() + c.rto
             self._send_synack(c)
             c.snd_nxt = (c.iss + 1) & M
             self._update_mask(c)
@@ -446,12 +457,13 @@ class Tcp:
         sock.setblocking(False)
         now = time.monotonic()
         c = Conn(key, sock, self.link.gateway_ip, self._next_port, sandbox_port, now)
+        c.rto = self.limits.rto_min
         c.state = SYN_SENT
         c.rcv_wscale = RCV_WSCALE
         c.snd_nxt = (c.iss + 1) & M
         self.conns[key] = c
         self.fdmap[c.fd] = (self.host_ready, c)
-        c.deadline = now + RTO_MIN
+        c.deadline = now + c.rto
         self.counters["opened"] += 1
         self._send_syn(c)
 
@@ -461,19 +473,20 @@ class Tcp:
 
     # -- timers and teardown ------------------------------------------------------------
     def tick(self, now: float) -> None:
+        lim = self.limits
         for c in tuple(self.conns.values()):
-            if now - c.created > HANDSHAKE_TIMEOUT and c.state != ESTABLISHED:
+            if now - c.created > lim.handshake_timeout and c.state != ESTABLISHED:
                 self.abort(c)
                 continue
-            if (c.rcvd_fin or c.fin_sent) and now - c.last_activity > CLOSING_TIMEOUT:
+            if (c.rcvd_fin or c.fin_sent) and now - c.last_activity > lim.closing_timeout:
                 self.abort(c)
                 continue
             if c.deadline and now >= c.deadline:
-                if c.retries >= MAX_RETRIES:
+                if c.retries >= lim.max_retries:
                     self.abort(c)
                     continue
                 c.retries += 1
-                c.rto = min(c.rto * 2, RTO_MAX)
+                c.rto = min(c.rto * 2, lim.rto_max)
                 c.deadline = now + c.rto
                 if c.state == SYN_RCVD:
                     self._send_synack(c)
@@ -512,6 +525,13 @@ class Tcp:
         c.sock.close()
         c.sndbuf = bytearray()
         c.pending = bytearray()
+
+    def states(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.conns.values():
+            name = STATE_NAMES[c.state]
+            out[name] = out.get(name, 0) + 1
+        return out
 
     def close_all(self) -> None:
         for c in tuple(self.conns.values()):
