@@ -70,10 +70,15 @@ def compile_resolved(path: str | Path, *, overrides: Mapping[str, Any] | None = 
     """compile_profile, also returning the resolved profile (its extends chain)."""
     from .validate import check_document, check_resolved
 
-    res = resolve(path, display, check=check_document)
+    res = resolve(path, display)
+    diags = [d for doc in res.documents for d in check_document(doc)]
     if overrides:
         res = apply_overrides(res, overrides)
-    diags = check_resolved(res)
+    try:
+        diags += check_resolved(res)
+    except Exception:  # noqa: BLE001 - the merged profile of invalid files may not hold together
+        if not diags:
+            raise
     if diags:
         raise ProfileError(diags)
     return build_plan(res), res

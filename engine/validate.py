@@ -443,7 +443,10 @@ def check_resolved(res: Resolved) -> list[Diagnostic]:
             check(res.root, out)
         except (AttributeError, TypeError, KeyError, ValueError):
             continue
-    _check_sources(res, out)
+    try:
+        _check_sources(res, out)
+    except (AttributeError, TypeError, KeyError, ValueError, OSError):
+        pass
     return _sorted(out)
 
 
