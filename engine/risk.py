@@ -93,6 +93,11 @@ class RiskBook:
         self._net = data["network"]
         self.args_drop: int = int(data.get("widened_args_risk_drop", 1))
 
+    @property
+    def learn(self) -> dict[str, Any]:
+        """The `learn` section: narrow_safe, always_allow, scratch_prefixes."""
+        return dict(self._data.get("learn") or {})
+
     # -- syscalls ------------------------------------------------------------------
     def syscall(self, name: str) -> SyscallRisk:
         if name in self._syscalls:
