@@ -88,7 +88,7 @@ def cgroup_dirs_of(pid: int) -> list[str]:
         for d in dirs:
             if d.startswith(f"sandboxctl-{pid}-"):
                 found.append(os.path.join(root, d))
-        if root.count("/") > 6:
+        if root.count("/") > 8:
             dirs[:] = []
     return found
 
