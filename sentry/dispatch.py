@@ -36,6 +36,7 @@ class Slot:
     rule: SyscallRule | DefaultAction | None  # fixed rule; None: decide per call by args
     handler: Handler | None  # for emulate / observed calls
     may_block: bool = False
+    observes: bool = False  # the handler may CONTINUE after reading memory (table.Entry)
 
 
 def rule_ref(rule: SyscallRule | DefaultAction) -> dict[str, Any] | None:
@@ -50,7 +51,7 @@ class Dispatcher:
         self.ctx = ctx
         self.plan: Plan = ctx.plan
         self.table = load_table() if table is None else table
-        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
         self.slots: list[Slot | None] = [None] * NR_MAX
         self.default_slot = self._slot_for_rule(self.plan.seccomp.default, "")
         for nr in self.plan.trapped_numbers():
@@ -58,21 +59,21 @@ class Dispatcher:
                 self.slots[nr] = self._build_slot(nr)
 
     # -- set-up ---------------------------------------------------------------------
-    def _handler(self, name: str | None) -> tuple[Handler | None, bool]:
+    def _handler(self, name: str | None) -> tuple[Handler | None, bool, bool]:
         if not name:
-            return None, False
+            return None, False, False
         if name not in self._handlers:
             entry = self.table.get(name)
             if entry is None or entry.handler is None:
-                return None, False
-            self._handlers[name] = (resolve(entry.handler), entry.may_block)
+                return None, False, False
+            self._handlers[name] = (resolve(entry.handler), entry.may_block, entry.observes)
         return self._handlers[name]
 
     def _slot_for_rule(self, rule: SyscallRule | DefaultAction, sysname: str) -> Slot:
         hname = getattr(rule, "handler", None)
         if rule.action == "emulate" or (rule.action == "allow" and hname):
-            h, block = self._handler(hname or sysname)
-            return Slot(rule, h, block)
+            h, block, observes = self._handler(hname or sysname)
+            return Slot(rule, h, block, observes)
         return Slot(rule, None, False)
 
     def _build_slot(self, nr: int) -> Slot:
@@ -112,7 +113,14 @@ class Dispatcher:
             self._record(call, mem, rule, "log", None)
             return Continue()  # nothing was decided from memory
         if slot.handler is not None:
-            return slot.handler(self.ctx, call, mem)
+            d = slot.handler(self.ctx, call, mem)
+            if d.__class__ is Continue and not slot.observes and getattr(mem, "touched", False):
+                # The handler decided on memory the kernel would read again: refuse.
+                self._record(call, mem, rule, "deny", _errno.EPERM,
+                             note="handler read the caller's memory, then asked to continue "
+                                  "(time-of-check/time-of-use); refused")
+                return Errno(_errno.EPERM)
+            return d
         if action == "emulate":
             self._record(call, mem, rule, "deny", _errno.ENOSYS,
                          note="no Sentry handler for this call")

@@ -56,5 +56,5 @@ def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
 TABLE: dict[str, Entry] = {
     "execve": Entry("sandboxctl.sentry.handlers_exec:observe_exec", "supported",
                     "observed: path and argv recorded, then run by the host kernel",
-                    syscalls=("execve", "execveat")),
+                    syscalls=("execve", "execveat"), observes=True),
 }

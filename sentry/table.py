@@ -29,6 +29,10 @@ class Entry:
     status: Status
     note: str = ""
     may_block: bool = False  # served off the loop thread (e.g. a Gofer open of a FIFO)
+    # True only for handlers that read the caller's memory merely to record it and then
+    # CONTINUE (execve). Any other handler answering Continue after a read is refused by
+    # the dispatcher: the kernel would re-read memory the program can change (TOCTOU).
+    observes: bool = False
     syscalls: tuple[str, ...] = ()  # syscalls served, when not just the entry's name
     listed: bool = True  # False: an internal handler no syscall row names (observe)
 

@@ -141,3 +141,66 @@ def events(run_dir) -> list[dict]:
 
 def env() -> dict[str, str]:
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+
+
+# -- handlers for tests of the dispatcher's rules (registered with with_test_handlers) -----
+
+
+def peek_then_continue(ctx, call, mem):
+    """Breaks the TOCTOU rule on purpose: reads the caller's memory, then asks to continue."""
+    from sandboxctl.sentry.call import Continue
+
+    try:
+        mem.read(call.args[0], 1)
+    except OSError:
+        pass
+    return Continue()
+
+
+def slow_answer(ctx, call, mem):
+    """A handler that blocks (like a Gofer open of a FIFO)."""
+    import time
+
+    from sandboxctl.sentry.call import Return
+
+    time.sleep(1.5)
+    return Return(42)
+
+
+def with_test_handlers(monkeypatch) -> None:
+    """Add `peek` and `slow` to the Sentry's table (inherited by the forked Sentry)."""
+    from sandboxctl.sentry import dispatch, table
+
+    real = table.load_table
+
+    def load():
+        t = dict(real())
+        t["peek"] = table.Entry("_helpers_sentry:peek_then_continue", "partial", "test")
+        t["slow"] = table.Entry("_helpers_sentry:slow_answer", "partial", "test", may_block=True)
+        return t
+
+    monkeypatch.setattr(dispatch, "load_table", load)
+
+
+C_PROGRAMS["slow"] = r'''
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+static long got;
+static void *thr(void *a) { got = syscall(SYS_getppid); return 0; }
+int main(void) {
+    pthread_t t; pthread_create(&t, 0, thr, 0);
+    usleep(100000);
+    struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a);
+    struct utsname u;
+    for (int i = 0; i < 200; i++) uname(&u);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("unames_ms=%ld\n", (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000);
+    pthread_join(t, 0);
+    printf("getppid=%ld\n", got);
+    return 0;
+}
+'''

@@ -132,3 +132,28 @@ def test_emulate_without_handler_is_enosys(tmp_path):
     assert out.strip() in ("-38", "errno 38"), (out, err)
     ev = [e for e in events(res.run.dir) if e["syscall"] == "getppid"][0]
     assert ev["errno_name"] == "ENOSYS" and "no Sentry handler" in ev["note"]
+
+
+def test_handler_continue_after_read_is_refused(tmp_path, monkeypatch):
+    from _helpers_sentry import with_test_handlers
+
+    with_test_handlers(monkeypatch)
+    extra = (rule("getppid", 110, "emulate", handler="peek"),)
+    code = "import os\nprint(os.getppid())"
+    res, out, err = _run(make_plan(extra=extra), [sys.executable, "-S", "-c", code], tmp_path)
+    assert out.strip() == "-1", (out, err)  # -EPERM as the raw value (getppid cannot fail)
+    ev = [e for e in events(res.run.dir) if e["syscall"] == "getppid"][0]
+    assert ev["errno_name"] == "EPERM" and "time-of-use" in ev["note"]
+
+
+def test_blocking_handler_does_not_stall_other_calls(tmp_path, progs, monkeypatch):
+    from _helpers_sentry import with_test_handlers
+
+    with_test_handlers(monkeypatch)
+    extra = (rule("getppid", 110, "emulate", handler="slow"),)
+    res, out, err = _run(make_plan(extra=extra), [progs["slow"]], tmp_path)
+    assert res.exit_code == 0, err
+    vals = dict(l.split("=") for l in out.split())
+    assert vals["getppid"] == "42"
+    # 200 trapped unames served while the slow call (1.5 s) was still pending
+    assert int(vals["unames_ms"]) < 1000, out
