@@ -157,3 +157,25 @@ def test_sentry_confined_in_real_run_and_debug_log(env):
     proc.stderr.close()
     log = (latest_run(env) / "sentry.log").read_text()
     assert "confined; serving" in log and "uname" in log
+
+
+@pytest.mark.rootless
+def test_rootless_same_behaviour(env):
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    state = Path(tempfile.mkdtemp(prefix="sandboxctl-rootless-state-", dir="/var/tmp"))
+    os.chmod(state, 0o777)
+    try:
+        e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state / "s"), HOME=str(state))
+        p = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                            "--inh-caps=-all", SANDBOXCTL, "apply", env["profile"], "--",
+                            env["progs"]["family"]], capture_output=True, text=True, env=e,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        assert "thread release=5.15.0-accept unshare=-1 errno=1" in p.stdout
+        run = sorted((state / "s" / "runs").iterdir())[-1]
+        den = [ev for ev in run_events(run) if ev["kind"] == "syscall"]
+        assert den[0]["syscall"] == "unshare" and den[0]["rule"]["line"] == LINE["unshare"]
+        assert [ev["path"] for ev in run_events(run) if ev["kind"] == "exec"][0] == env["progs"]["family"]
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
