@@ -296,6 +296,8 @@ class NotifyLoop:
     def _serve_one(self, responder: Responder, nid: int, call: Call, slot) -> None:
         mem = ProcessMemory(call.pid, responder.io)
         d = self.dispatcher.dispatch(call, mem, slot)
+        if self.log is not None:
+            self.log(f"answer id={nid:#x} pid={call.pid} {call.name}: {d!r}")
         responder.apply(nid, call, mem, d, self.on_kill)
 
     def run(self) -> None:
