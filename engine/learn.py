@@ -297,7 +297,7 @@ def learned_profile(command: list[str], cwd: str, obs: Observed, book: RiskBook,
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out = [
         f"# Learned by `sandboxctl learn` on {when} from:",
-        f"#   {shlex.join(command)}",
+        *(f"#   {ln}" for ln in shlex.join(command).splitlines()),
         "# Only the calls, writable directories and destinations that run used are allowed;",
         "# review it (sandboxctl diff default <this file>) before relying on it.",
         "apiVersion: sandboxctl/v1",
