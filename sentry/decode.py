@@ -116,6 +116,7 @@ def dirfd(v: int) -> str:
 # Each format letter decodes one argument:
 #   p path string   f open flags   d dirfd   m octal mode   c clone flags   M mount flags
 #   u umount flags  a socket domain   t socket type   P ptrace request   i int   x hex
+#   s sockaddr (length in the next argument)
 _FORMATS: dict[str, str] = {
     "open": "pfm", "openat": "dpfm", "openat2": "dpx", "creat": "pm", "access": "pi",
     "faccessat": "dpi", "faccessat2": "dpii", "stat": "px", "lstat": "px", "newfstatat": "dpxi",
@@ -129,10 +130,35 @@ _FORMATS: dict[str, str] = {
     "socket": "ati", "socketpair": "atix", "ptrace": "Pixx", "kill": "ii", "tgkill": "iii",
     "uname": "x", "sethostname": "xi", "setdomainname": "xi", "swapon": "pi", "swapoff": "p",
     "acct": "p", "utimensat": "dpxi", "inotify_add_watch": "ipx", "statfs": "px",
+    "connect": "isi", "bind": "isi", "sendto": "ixiisi",
 }
 
 
-def _arg(kind: str, v: int, mem: Memory | None) -> str:
+def sockaddr(mem: Memory, addr: int, length: int) -> str:
+    """{AF_INET, 1.2.3.4:80}, {AF_INET6, [::1]:443}, {AF_UNIX, "/run/x.sock"}."""
+    import ipaddress
+    import struct
+
+    if not addr or length < 2:
+        return "NULL"
+    raw = mem.read(addr, min(length, 128))
+    (family,) = struct.unpack_from("<H", raw)
+    name = AF.get(family, str(family))
+    if family == 2 and len(raw) >= 8:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return f"{{{name}, {ipaddress.IPv4Address(raw[4:8])}:{port}}}"
+    if family == 10 and len(raw) >= 24:
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return f"{{{name}, [{ipaddress.IPv6Address(raw[8:24])}]:{port}}}"
+    if family == 1:
+        path = raw[2:]
+        abstract = path[:1] == b"\0"
+        text = (path[1:] if abstract else path).split(b"\0")[0].decode(errors="replace")
+        return f'{{{name}, "{"@" if abstract else ""}{text}"}}'
+    return f"{{{name}, ...}}"
+
+
+def _arg(kind: str, v: int, mem: Memory | None, nxt: int = 0) -> str:
     if kind == "p":
         if not v:
             return "NULL"
@@ -164,6 +190,8 @@ def _arg(kind: str, v: int, mem: Memory | None) -> str:
         base = SOCK_TYPES.get(v & 0xF, str(v & 0xF))
         extra = flags(v & ~0xF, SOCK_FLAGS, "")
         return base + ("|" + extra if extra else "")
+    if kind == "s":  # a sockaddr; its length is the next argument
+        return hex(v) if mem is None else sockaddr(mem, v, nxt)
     if kind == "P":
         return PTRACE_REQ.get(v, str(v))
     if kind == "i":
@@ -177,9 +205,9 @@ def decode(name: str, args: tuple[int, ...] | list[int], mem: Memory | None = No
     if fmt is None:
         return f"{name}({', '.join(hex(a) for a in args[:3])}, ...)"
     parts = []
-    for kind, v in zip(fmt, args):
+    for i, (kind, v) in enumerate(zip(fmt, args)):
         try:
-            parts.append(_arg(kind, v, mem))
+            parts.append(_arg(kind, v, mem, args[i + 1] if i + 1 < len(args) else 0))
         except Exception:  # a decoder must never break the loop
             parts.append(hex(v))
     return f"{name}({', '.join(parts)})"

@@ -1,0 +1,61 @@
+"""The events log's strace-style decoding, reading strings and sockaddrs from a real
+process's memory (this one) through the Sentry's ProcessMemory (process_vm_readv)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+
+from sandboxctl.sentry.decode import decode, errno_name, open_flags, syscall_name
+from sandboxctl.sentry.platform_notify import ProcessMemory
+
+
+def buf(data: bytes):
+    b = ctypes.create_string_buffer(data, len(data))
+    return b, ctypes.addressof(b)
+
+
+def test_paths_and_flags_from_memory():
+    mem = ProcessMemory(os.getpid())
+    b, a = buf(b"/etc/passwd\0")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    assert decode("openat", (0xFFFFFF9C, a, flags, 0o644, 0, 0), mem) == \
+        'openat(AT_FDCWD, "/etc/passwd", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0o644)'
+    assert mem.touched
+    src, sa = buf(b"/srv\0")
+    dst, da = buf(b"/mnt\0")
+    assert decode("mount", (sa, da, 0, 4096 | 16384 | 1, 0, 0), mem) == \
+        'mount("/srv", "/mnt", NULL, MS_RDONLY|MS_BIND|MS_REC, 0x0)'
+
+
+def test_namespaces_sockets_ptrace():
+    assert decode("unshare", (0x10000000 | 0x20000, 0, 0, 0, 0, 0)) == "unshare(CLONE_NEWNS|CLONE_NEWUSER)"
+    assert decode("clone", (0x01200011, 0, 0, 0, 0, 0)).startswith(
+        "clone(CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIG17")
+    assert decode("socket", (10, 2 | 0o4000, 17, 0, 0, 0)) == "socket(AF_INET6, SOCK_DGRAM|SOCK_NONBLOCK, 17)"
+    assert decode("ptrace", (16, 1234, 0, 0, 0, 0)).startswith("ptrace(PTRACE_ATTACH, 1234")
+
+
+def test_sockaddrs():
+    mem = ProcessMemory(os.getpid())
+    sa = struct.pack("<H", 2) + struct.pack(">H", 443) + socket.inet_aton("10.1.2.3") + bytes(8)
+    b, a = buf(sa)
+    assert decode("connect", (3, a, 16, 0, 0, 0), mem) == "connect(3, {AF_INET, 10.1.2.3:443}, 16)"
+    su = struct.pack("<H", 1) + b"\0abstract\0"
+    b2, a2 = buf(su)
+    assert decode("bind", (4, a2, len(su), 0, 0, 0), mem) == f'bind(4, {{AF_UNIX, "@abstract"}}, {len(su)})'
+
+
+def test_bad_pointer_and_unknown_calls_never_raise():
+    mem = ProcessMemory(os.getpid())
+    assert decode("openat", (3, 8, 0, 0, 0, 0), mem) == "openat(3, 0x8, O_RDONLY, 0o0)"
+    assert decode("frobnicate", (1, 2, 3, 4, 5, 6)) == "frobnicate(0x1, 0x2, 0x3, ...)"
+    assert open_flags(os.O_RDWR | os.O_DIRECTORY) == "O_RDWR|O_DIRECTORY"
+
+
+def test_names():
+    assert syscall_name(63) == "uname" and syscall_name(272) == "unshare"
+    assert syscall_name(9999) == "syscall_9999"
+    assert errno_name(1) == "EPERM" and errno_name(13) == "EACCES"
