@@ -295,6 +295,10 @@ def _net_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook) ->
         src = plan.network.source
         where = src.where() if src else ""
         text = f"network mode {plan.network.mode}: only the egress rules are reachable"
+        near = ev.get("near")
+        if near:
+            text += (f"; {near.get('file')}:{near.get('line')} `{near.get('text', '').lstrip('- ')}`"
+                     " matches the address but not this port or protocol")
     snippet, advice, risk, why = suggest_dest(plan, host or dest, dest, port, proto, book)
     call = ev.get("decoded") or f"connect({host or dest}:{port}/{proto})"
     return Denial("network", f"{host or dest}:{port}", call, len(evs), ev.get("action", "deny"),

@@ -230,3 +230,80 @@ def test_hypothetical_paths_and_destinations(tmp_path):
 def test_no_runs_is_one_clear_error(tmp_path):
     r = sandboxctl("explain", env={"SANDBOXCTL_STATE_DIR": str(tmp_path / "empty")})
     assert r.returncode == 1 and "no runs recorded" in r.stderr and "Traceback" not in r.stderr
+
+
+FILE_NET_PROFILE = """\
+apiVersion: sandboxctl/v1
+kind: SandboxProfile
+metadata: {name: file-net}
+extends: default
+filesystem:
+  mounts:
+    - {source: ./data, target: /data, readonly: true}
+  deny:
+    - /data/private/**
+network:
+  mode: netstack
+  egress:
+    - {cidr: 127.0.0.1/32, ports: [9], protocol: tcp}
+"""
+
+FILE_NET_PROGRAM = """\
+import sys, urllib.request
+ok = True
+try:
+    print(open("/data/private/k.txt").read().strip())
+except OSError as e:
+    print("file", e); ok = False
+try:
+    print(urllib.request.urlopen("http://10.0.2.2:%d/", timeout=5).read().decode().strip())
+except Exception as e:
+    print("net", e); ok = False
+sys.exit(0 if ok else 1)
+"""
+
+
+def test_file_and_network_denials_of_a_real_sandbox(tmp_path):
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"hello\n")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        write(tmp_path / "data" / "private" / "k.txt", "secret-ish\n")
+        profile = write(tmp_path / "file-net.yaml", FILE_NET_PROFILE)
+        write(tmp_path / "data" / "prog.py", FILE_NET_PROGRAM % port)  # /tmp is a tmpfs inside
+        env = {"SANDBOXCTL_STATE_DIR": str(tmp_path / "state")}
+        first = sandboxctl("apply", "file-net.yaml", "--", "python3", "/data/prog.py",
+                           cwd=tmp_path, env=env)
+        assert first.returncode == 1, first.stdout + first.stderr
+        data = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=env).stdout)
+        by = {(d["kind"], d["subject"]): d for d in data["denials"]}
+        f = by[("file", "/data/private/k.txt")]
+        assert f["rule_where"] == f"file-net.yaml:{line_of(profile, '- /data/private/**')}:7"
+        assert f["call"].startswith("openat(") and f["errno"] == "ENOENT"
+        assert "/data/private/**" not in f["suggestion"] and "deny: !replace" in f["suggestion"]
+        n = by[("network", f"127.0.0.1:{port}")]
+        assert n["rule_where"] == f"file-net.yaml:{line_of(profile, 'network:')}:1"
+        assert "ports: [9]" in n["rule_text"]  # the near miss is named
+        assert f"- {{cidr: 127.0.0.1/32, ports: [{port}], protocol: tcp}}" in n["suggestion"]
+        # Apply the suggestions: both now work.
+        assert sandboxctl("explain", "--apply", "file-net.yaml", cwd=tmp_path, env=env).returncode == 0
+        second = sandboxctl("apply", "file-net.yaml", "--", "python3", "/data/prog.py",
+                            cwd=tmp_path, env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.stdout.split() == ["secret-ish", "hello"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
