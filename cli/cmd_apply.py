@@ -8,7 +8,7 @@ examples:
   sandboxctl apply profiles/default.yaml -- uname -a
   sandboxctl apply profiles/default.yaml -- bash          # an interactive shell
   sandboxctl apply default -- cat /proc/version            # a built-in profile by name
-  sandboxctl compile profiles/default.yaml --json > plan.json && sandboxctl apply plan.json -- true
+  sandboxctl compile profiles/default.yaml > plan.json && sandboxctl apply plan.json -- true
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def load_plan(ref: str):
             raise SandboxctlError(f"cannot read the plan {ref}: {exc.strerror}",
                                   hint="give a profile file, a built-in profile name, or a plan .json") from exc
         except (ValueError, TypeError, KeyError) as exc:
-            raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile --json` ({exc})",
+            raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile` ({exc})",
                                   hint="recompile it with this version of sandboxctl") from exc
     from ..engine import compile as _compile
 

@@ -18,6 +18,7 @@ comes with its listener report, as SCM_CREDENTIALS on a unix socket.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -265,6 +266,22 @@ def _recv_report(sock: socket.socket) -> tuple[int, int] | None:
     return int(data.strip()), pid
 
 
+_SENTRY_MODULES = ("supervisor", "platform_notify", "call", "confine", "dispatch", "decode",
+                   "table")
+_GOFER_MODULES = ("process", "policy", "confine", "sys", "server")
+
+
+def _warm_imports(plan: Plan) -> None:
+    names = [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
+    if plan.gofer.mediation == "gofer":
+        names += [f"sandboxctl.gofer.{m}" for m in _GOFER_MODULES]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def _decode(status: int) -> tuple[int, int | None]:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -332,7 +349,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     session.on_close(cg.cleanup)
     for w in cg.warnings:
         print(w, file=sys.stderr)
-    run_rec = new_run(plan, list(argv))
     if use_pty is None:
         use_pty = os.isatty(0) and os.isatty(1)
     pty = Pty.open(0) if use_pty else None
@@ -385,6 +401,10 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     if pty is not None:
         os.close(pty.slave)
         pty.slave = -1
+    # While the sandbox sets itself up (on another CPU if there is one): the run record,
+    # and the modules the Sentry and the Gofer import, so their forks start warm.
+    run_rec = new_run(plan, list(argv))
+    _warm_imports(plan)
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
