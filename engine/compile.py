@@ -37,6 +37,7 @@ from .plan import (
 SECTIONS = ("allow", "deny", "kill", "log")
 ALWAYS_DENIED = ("sethostname", "setdomainname")
 EXEC_CALLS = ("execve", "execveat")
+_U64 = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,9 @@ def _args(node: Node | None) -> tuple[ArgCond, ...]:
     for c in node.seq() if node is not None else []:
         value, symbol, _ = constants.parse_arg_value(_val(c, "value", default=0))
         mask_v, mask_sym, _ = constants.parse_arg_value(_val(c, "mask", default=0))
-        out.append(ArgCond(int(_val(c, "index", default=0)), str(_val(c, "op", default="eq")),
-                           int(value or 0), int(mask_v or 0), symbol or mask_sym))
+        # Negative numbers are compared as the kernel sees the register: 64-bit unsigned.
+        out.append(ArgCond(int(_val(c, "index", default=0)), str(_val(c, "op", default="eq")),  # type: ignore[arg-type]
+                           int(value or 0) & _U64, int(mask_v or 0) & _U64, symbol or mask_sym))
     return tuple(out)
 
 
@@ -219,27 +221,31 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
     names = set(deciding) | mediated | {"uname"} | set(EXEC_CALLS) | set(ALWAYS_DENIED)
     for name in names:
         es = deciding.get(name, [])
+        # Special calls below get an implicit last rule unless an entry without argument
+        # conditions already decides every case.
+        has_fallback = any(not e.args for e in es)
         if name == "uname":
             src = _loc_of(root, ("uname",), ("metadata",))
-            es = es or ([implicit(name, src)] if default_allows else [])
+            es = es + ([implicit(name, src)] if default_allows and not has_fallback else [])
             for e in es:
                 rules.append(_rule(e, action="emulate", trap=True, handler="uname")
                              if e.action in ("allow", "log") else audited(_rule(e)))
         elif name in EXEC_CALLS:
             # The launcher itself execs the program: exec is allowed unless denied by name.
             src = _loc_of(root, ("process", "command"), ("audit", "exec"), ("metadata",))
-            es = es or [implicit(name, src)]
+            es = es + ([] if has_fallback else [implicit(name, src)])
             for e in es:
                 rules.append(_rule(e, action="allow", trap=True, handler="execve")
                              if e.action in ("allow", "log") else audited(_rule(e)))
-        elif name in ALWAYS_DENIED and not es:
+        elif name in ALWAYS_DENIED and not has_fallback:
             src = _loc_of(root, ("uname", "hostname"), ("uname",), ("metadata",))
+            rules.extend(audited(_rule(e)) for e in es)
             rules.append(audited(_rule(Entry(name, "deny", constants.errno_value("EPERM") or 1,
                                              (), -1, False, -1, src))))
         elif name in mediated:
             src = _loc_of(root, ("filesystem", "mediation"), ("filesystem",), ("metadata",))
-            if not es and default_allows:
-                es = [implicit(name, src)]
+            if not has_fallback and default_allows:
+                es = es + [implicit(name, src)]
             for e in es:
                 rules.append(_rule(e, action="emulate", trap=True, handler=name)
                              if e.action in ("allow", "log") else audited(_rule(e)))

@@ -178,9 +178,12 @@ def _check_args(args: Node | None, path: list, out: list[Diagnostic]) -> None:
             continue
         for key in ("value", "mask"):
             n = cond.get(key)
-            if n is None or (isinstance(n.value, str) is False):
+            if n is None or isinstance(n.value, bool) or not isinstance(n.value, (str, int)):
                 continue
-            _, _, bad = constants.parse_arg_value(n.value)
+            num, _, bad = constants.parse_arg_value(n.value)
+            if num is not None and not -(2 ** 63) <= num < 2 ** 64:
+                out.append(_diag(n.loc, f"argument {key} {n.value!r} does not fit in 64 bits",
+                                 path + [i, key]))
             if bad is not None:
                 out.append(_diag(n.loc, f"unknown constant {bad!r} in argument {key}",
                                  path + [i, key],
@@ -381,7 +384,7 @@ def _check_network(root: Node, out: list[Diagnostic]) -> None:
         n = net.get(key)
         if isinstance(n.value if n else None, str):
             try:
-                ipaddress.ip_interface(n.value)
+                (ipaddress.ip_interface if key == "address" else ipaddress.ip_address)(n.value)
             except ValueError:
                 out.append(_diag(n.loc, f"{n.value!r} is not an IP address", ["network", key]))
     seen: dict[int, Loc] = {}

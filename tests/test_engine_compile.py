@@ -163,3 +163,17 @@ def test_hash_changes_with_the_profile(tmp_path):
     a = compile_profile(p).profile_sha256
     p.write_text(p.read_text().replace("5.0.0", "5.0.1"))
     assert compile_profile(p).profile_sha256 != a
+
+
+def test_conditional_entry_keeps_mediation_for_the_other_cases(tmp_path):
+    p = write(tmp_path, "p.yaml", """
+        syscalls:
+          deny: [{name: openat, errno: EACCES, args: [{index: 2, op: masked_eq, mask: O_ACCMODE, value: O_WRONLY}]}]
+        """)
+    plan = compile_profile(p)
+    o = rules(plan, "openat")
+    assert [(r.action, r.trap, bool(r.args)) for r in o] == [("deny", True, True), ("emulate", True, False)]
+    nr = syscalls.number("openat")
+    assert decide(plan, nr, (0, 0, 1, 0, 0, 0)).errno == 13
+    assert decide(plan, nr, (0, 0, 0, 0, 0, 0)).handler == "openat"
+    build_filter(plan)
