@@ -160,9 +160,10 @@ def test_pty_interactive_shell_ctrl_c_and_window_size(tmp_path, state):
         return buf
 
     try:
-        os.write(fd, b"[ -t 0 ] && echo TTY$((40+2)); stty size\n")
+        os.write(fd, b"[ -t 0 ] && echo TTY$((40+2)); tty; stty size\n")
         out = read_until(b"33 101")
         assert b"TTY42" in out and b"33 101" in out, out
+        assert b"/dev/pts/0" in out  # the pty comes from the sandbox's own devpts
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 120, 0, 0))
         os.kill(pid, signal.SIGWINCH)
         time.sleep(0.2)

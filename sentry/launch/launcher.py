@@ -35,7 +35,7 @@ from ...engine.plan import Plan
 from . import caps, cgroup, kernel, mnt, rlimits, uts
 from .net import loopback_up
 from . import signals as sigs
-from .pty import Pty, attach_in_child
+from .pty import Pty, attach_in_child, open_in_sandbox
 from .user import userns_available, write_maps
 
 _ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
@@ -91,7 +91,7 @@ class _ChildSetup:
     err_w: int
     status_w: int
     report_w: int
-    slave: int | None  # pty slave for the program
+    pty_w: int | None  # socket the init sends the pty master over (None: no pty)
 
 
 def _fail(err_w: int, exc: BaseException) -> NoReturn:
@@ -141,7 +141,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         pid = os.fork()
         if pid == 0:
             _init(s)
-        for fd in (s.err_w, s.status_w, s.report_w, s.slave):
+        for fd in (s.err_w, s.status_w, s.report_w, s.pty_w):
             if fd is not None:
                 os.close(fd)
     except BaseException as exc:
@@ -162,9 +162,16 @@ def _init(s: _ChildSetup) -> NoReturn:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
         uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
         mnt.build_root(s.root)
+        slave = None
+        if s.pty_w is not None:
+            master, slave = open_in_sandbox()
+            sk = socket.socket(fileno=s.pty_w)
+            socket.send_fds(sk, [b"m"], [master])
+            sk.close()
+            os.close(master)
         pid = os.fork()
         if pid == 0:
-            _program(s)
+            _program(s, slave)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -196,12 +203,12 @@ def _init(s: _ChildSetup) -> NoReturn:
         os._exit(0)
 
 
-def _program(s: _ChildSetup) -> NoReturn:
+def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
     plan = s.plan
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if s.slave is not None:
-            attach_in_child(s.slave)
+        if slave is not None:
+            attach_in_child(slave)
         else:
             os.setsid()
         keep = {0, 1, 2, s.report_w, s.err_w}
@@ -351,9 +358,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         print(w, file=sys.stderr)
     if use_pty is None:
         use_pty = os.isatty(0) and os.isatty(1)
-    pty = Pty.open(0) if use_pty else None
-    if pty is not None:
-        session.on_close(pty.close)
+    pty: Pty | None = None
+    pty_parent = pty_child = None
+    if use_pty:
+        pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        session.on_close(pty_parent.close)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     rep_parent, rep_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -365,8 +374,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         plan=plan, argv=argv, root=root, procs_files=tuple(cg.procs_files),
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
-        report_w=rep_child.fileno(), slave=pty.slave if pty else None)
-    sp = sigs.install((signal.SIGWINCH,) if pty else ())
+        report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None)
+    sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
     session.on_close(sp.close)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -376,8 +385,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             os.close(err_r)
             os.close(status_r)
             rep_parent.close()
-            if pty is not None:
-                os.close(pty.master)
+            if pty_parent is not None:
+                pty_parent.close()
         except BaseException as exc:
             _fail(err_w, exc)
         _keeper(setup)
@@ -398,9 +407,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     os.close(err_w)
     os.close(status_w)
     rep_child.close()
-    if pty is not None:
-        os.close(pty.slave)
-        pty.slave = -1
+    if pty_child is not None:
+        pty_child.close()
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
     run_rec = new_run(plan, list(argv))
@@ -410,8 +418,16 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     error: SandboxctlError | None = None
     report = None
     open_fds = {err_r, rep_parent.fileno(), keeper_fd}
+    if pty_parent is not None:
+        open_fds.add(pty_parent.fileno())
     while error is None and report is None:
         ready, _, _ = select.select(list(open_fds), [], [])
+        if pty_parent is not None and pty_parent.fileno() in ready:
+            _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
+            open_fds.discard(pty_parent.fileno())
+            if fds:
+                pty = Pty.adopt(fds[0], 0)
+                session.on_close(pty.close)
         if err_r in ready:
             error = _read_error(err_r)
             open_fds.discard(err_r)

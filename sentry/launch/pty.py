@@ -1,38 +1,51 @@
-"""A pseudo-terminal for an interactive program: the supervisor keeps the master and relays
-it to its own terminal (put in raw mode, restored afterwards); the program gets the slave
-as stdin/stdout/stderr and as its controlling terminal, in a session of its own, so it
-never holds the host's terminal (no TIOCSTI into the user's shell)."""
+"""A pseudo-terminal for an interactive program. The sandbox's init opens it on the
+sandbox's own devpts and sends the master to the supervisor (SCM_RIGHTS), which relays it
+to its own terminal (put in raw mode, restored afterwards); the program gets the slave as
+stdin/stdout/stderr and as its controlling terminal, in a session of its own, so it never
+holds the host's terminal (no TIOCSTI into the user's shell)."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import struct
 import termios
 import tty
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+
+def open_in_sandbox(ptmx: str = "/dev/ptmx") -> tuple[int, int]:
+    """A new pty from the sandbox's own devpts (run inside the sandbox after pivot_root):
+    the program's `tty` is /dev/pts/N of its own tree. Returns (master, slave)."""
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    return master, slave
 
 
 @dataclass
 class Pty:
+    """The supervisor's side: the master (received from the sandbox) and the host tty."""
+
     master: int
-    slave: int
     host_fd: int  # the terminal we relay (stdin)
     _saved: list | None = None
-    _pending: bytearray = field(default_factory=bytearray)  # program output not yet written
 
     @classmethod
-    def open(cls, host_fd: int = 0) -> "Pty":
-        master, slave = os.openpty()
-        os.set_inheritable(master, False)
-        p = cls(master, slave, host_fd)
-        p.copy_size()
+    def adopt(cls, master: int, host_fd: int = 0) -> "Pty":
+        p = cls(master, host_fd)
         try:
             p._saved = termios.tcgetattr(host_fd)
             # The program's terminal starts with the user's settings (echo, erase...).
-            termios.tcsetattr(slave, termios.TCSANOW, p._saved)
+            termios.tcsetattr(master, termios.TCSANOW, p._saved)
         except termios.error:
             p._saved = None
+        p.copy_size()
         return p
 
     def copy_size(self) -> None:
@@ -78,11 +91,10 @@ class Pty:
         return True
 
     def close(self) -> None:
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
