@@ -2,7 +2,8 @@
 
 Both profiles are resolved (extends, groups, defaults) and compiled to Plans first, so
 the diff shows what will be enforced, not how the YAML text moved. OLD and NEW are
-profile files or git revisions written REV:path (as `git show` takes them).
+profile files, built-in profile names (default), or git revisions written REV:path
+(as `git show` takes them).
 
 examples:
   sandboxctl diff profiles/app.yaml profiles/app-new.yaml
@@ -20,8 +21,8 @@ _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cya
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("old", metavar="OLD", help="profile file or REV:path")
-    parser.add_argument("new", metavar="NEW", help="profile file or REV:path")
+    parser.add_argument("old", metavar="OLD", help="profile file, built-in name or REV:path")
+    parser.add_argument("new", metavar="NEW", help="profile file, built-in name or REV:path")
     parser.add_argument("--format", choices=("table", "markdown", "json"), default="table",
                         help="table (rich on a terminal, tab-separated when piped), markdown "
                              "(a pull-request comment) or json")

@@ -820,6 +820,12 @@ def load_side(side: Side, compile_fn: Callable[..., Plan], cwd: str = ".") -> Pl
     import tempfile
 
     if side.rev is None:
+        if not os.path.exists(side.path) and "/" not in side.path:
+            from .extends import builtin_path
+
+            builtin = builtin_path(side.path)  # `default`, `python-script`, ...
+            if builtin is not None:
+                return compile_fn(str(builtin), display=side.path)
         return compile_fn(side.path)
     with tempfile.TemporaryDirectory(prefix="sandboxctl-diff-") as tmp:
         real_tmp = os.path.realpath(tmp)
