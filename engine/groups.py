@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,10 +29,37 @@ class Group:
 @lru_cache(maxsize=4)
 def load_groups(path: str | None = None) -> dict[str, Group]:
     """Every group defined in groups.yaml, by name (without the @)."""
-    from .yamlload import load_file
-
     file = Path(path) if path else profiles_dir() / "groups.yaml"
-    root = load_file(file)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ProfileError([Diagnostic(str(file), 1, 1, f"cannot read the syscall groups: {exc.strerror}",
+                                       hint="reinstall sandboxctl")]) from None
+    # Parsing YAML costs ~50 ms; keep the parsed table next to the Plan cache.
+    from .cache import cache_dir
+
+    cached = cache_dir() / f"groups-{hashlib.sha256(data).hexdigest()[:32]}.json"
+    try:
+        table = json.loads(cached.read_text())
+        return {n: Group(n, g["description"], tuple(g["syscalls"])) for n, g in table.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    out = _parse_groups(file, data)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({g.name: {"description": g.description, "syscalls": list(g.members)}
+                                   for g in out.values()}))
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return out
+
+
+def _parse_groups(file: Path, data: bytes) -> dict[str, Group]:
+    from .yamlload import load_text
+
+    root = load_text(data.decode("utf-8", "replace"), str(file))
     table = root.get("groups")
     if table is None or not table.is_map:
         raise ProfileError([Diagnostic(str(file), 1, 1, "groups.yaml needs a `groups:` mapping")])
