@@ -174,7 +174,13 @@ def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
 
 
 def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord,
-                 gofer_sock: Any = None, debug: bool = False) -> SentryHandle:
+                 gofer_sock: Any = None, debug: bool = False, strace: str | None = None,
+                 strace_syscalls: frozenset[str] | None = None) -> SentryHandle:
+    if plan.launch.platform == "ptrace":  # the Sentry seizes the child (platform_ptrace)
+        from .platform_ptrace import start_ptrace_sentry
+
+        return start_ptrace_sentry(plan, child_pid, run, gofer_sock=gofer_sock, debug=debug,
+                                   strace=strace, strace_syscalls=strace_syscalls)
     from .platform_notify import UnsupportedKernel, notif_sizes
 
     try:
@@ -270,7 +276,8 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
         r = Responder(listener, notif_sizes())
         if debug:
             log(f"sentry pid={os.getpid()} uid={os.geteuid()} trapped="
-                f"{sorted(plan.trapped_numbers())} workers={loop.nworkers}")
+                f"{sorted(plan.trapped_numbers())} workers={loop.nworkers} "
+                f"sync_wakeup={loop.sync_wakeup}")
         loop.start_workers()
         confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD))
         if debug:
