@@ -375,8 +375,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None)
-    sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
-    session.on_close(sp.close)
     sys.stdout.flush()
     sys.stderr.flush()
     keeper = os.fork()
@@ -482,7 +480,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     else:
         program_fd = None
 
-    # 2. supervise: relay the pty, forward signals, wait for the program's status
+    # 2. supervise: relay the pty, forward signals, wait for the program's status.
+    # (Installed only now: the Sentry and the Gofer are forks of this process and must
+    # not inherit the wakeup fd. A signal before this point ends the set-up instead.)
+    sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
+    session.on_close(sp.close)
     if pty is not None:
         pty.raw()
         session.on_close(pty.restore)
