@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.risk import level_rank, load_risk
 
     old_side, new_side = parse_side(args.old), parse_side(args.new)
-    old = load_side(old_side, compile_profile)
-    new = load_side(new_side, compile_profile)
-    changes = diff_plans(old, new, load_risk())
+    old, old_loc = load_side(old_side, compile_profile)
+    new, new_loc = load_side(new_side, compile_profile)
+    changes = diff_plans(old, new, load_risk(), old_loc, new_loc)
     shown = [c for c in changes if level_rank(c.risk) >= level_rank(args.min_risk)]
     top = max_risk(changes)
     if args.format == "json":

@@ -13,7 +13,7 @@ and a reordering or reformatting of the file shows no change.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from .plan import (ArgCond, DefaultAction, EgressRule, Mount, PathRule, Plan, PublishRule,
                    Rlimit, Source, SyscallRule)
@@ -688,11 +688,68 @@ _SECTIONS: tuple[Callable[[Plan, Plan, RiskBook], list[Change]], ...] = (
 )
 
 
-def diff_plans(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
-    """Every change from `old` to `new`, riskiest first (stable within a level)."""
+@dataclass(frozen=True)
+class Locator:
+    """Finds where a value was written in a resolved profile (for rows whose Plan part
+    carries no Source: capabilities, uname, ids, platform, audit, process)."""
+
+    root: Any  # engine.node.Node of the merged document, or None
+    fallback: str  # the profile file, when nothing better is known
+
+    def where(self, path: tuple[str, ...], value: str | None = None) -> str:
+        node = self.root.at(*path) if self.root is not None else None
+        if node is None:
+            return self.fallback
+        if value is not None and node.is_seq:
+            for item in node.seq():
+                if str(item.value).upper() in (value, value.removeprefix("CAP_")):
+                    return item.loc.where()
+        return node.source_loc().where()
+
+
+def _doc_path(c: Change) -> tuple[tuple[str, ...], str | None] | None:
+    if c.what == "capability":
+        return ("capabilities", "keep"), c.subject
+    if c.what == "uname":
+        return ("uname",), None
+    if c.what == "ids":
+        return (("process", "no_new_privs") if c.subject == "no_new_privs"
+                else ("process", "user")), None
+    if c.what == "platform":
+        return ("platform",), None
+    if c.what == "audit":
+        return ("audit", c.subject.split(".", 1)[1]), None
+    if c.what == "mediation":
+        return ("filesystem", "mediation"), None
+    if c.what == "process":
+        if c.subject.startswith("env "):
+            return ("process", "env", c.subject[4:]), None
+        return tuple(c.subject.split(".")), None
+    return None
+
+
+def _located(c: Change, old: Plan, new: Plan, lo: Locator | None, ln: Locator | None) -> Change:
+    found = _doc_path(c)
+    if found is None:
+        return c
+    path, value = found
+    ow, nw = c.old_where, c.new_where
+    if lo is not None and ow == old.profile_file:
+        ow = lo.where(path, value)
+    if ln is not None and nw == new.profile_file:
+        nw = ln.where(path, value)
+    if (ow, nw) == (c.old_where, c.new_where):
+        return c
+    return Change(c.what, c.subject, c.change, c.before, c.after, c.risk, c.why, ow, nw)
+
+
+def diff_plans(old: Plan, new: Plan, book: RiskBook, old_loc: Locator | None = None,
+               new_loc: Locator | None = None) -> list[Change]:
+    """Every change from `old` to `new`, riskiest first (stable within a level). With
+    locators, rows the Plan has no line for get the line from the profile text."""
     changes: list[Change] = []
     for section in _SECTIONS:
-        changes.extend(section(old, new, book))
+        changes.extend(_located(c, old, new, old_loc, new_loc) for c in section(old, new, book))
     return sorted(changes, key=lambda c: -c.rank)
 
 
@@ -706,7 +763,7 @@ def reaches(changes: Iterable[Change], level: Level) -> bool:
     return any(c.rank >= level_rank(level) for c in changes)
 
 
-__all__ = ["Change", "diff_plans", "max_risk", "reaches", "DefaultAction"]
+__all__ = ["Change", "Locator", "diff_plans", "max_risk", "reaches", "DefaultAction"]
 
 
 # -- inputs: files or git revisions ------------------------------------------------------
@@ -813,25 +870,35 @@ def _remap(plan: Plan, old_prefix: str, new_prefix: str) -> Plan:
     return Plan.from_dict(walk(plan.to_dict()))
 
 
-def load_side(side: Side, compile_fn: Callable[..., Plan], cwd: str = ".") -> Plan:
-    """Compile one side of a diff to its Plan. `compile_fn(path, display=...)` is the
-    profile compiler (engine.compile.compile_profile)."""
+def _locator(path: str, display: str | None, plan: Plan) -> Locator:
+    from .extends import resolve
+
+    try:
+        return Locator(resolve(path, display).root, plan.profile_file)
+    except Exception:  # the Plan compiled; a missing line number is not worth failing for
+        return Locator(None, plan.profile_file)
+
+
+def load_side(side: Side, compile_fn: Callable[..., Plan],
+              cwd: str = ".") -> tuple[Plan, Locator]:
+    """Compile one side of a diff to its Plan (and a Locator into its text).
+    `compile_fn(path, display=...)` is the profile compiler (engine.compile.compile_profile)."""
     import os
     import tempfile
 
     if side.rev is None:
+        path, display = side.path, None
         if not os.path.exists(side.path) and "/" not in side.path:
-            from .extends import builtin_path
+            from .extends import builtin_path, display_name
 
             builtin = builtin_path(side.path)  # `default`, `python-script`, ...
             if builtin is not None:
-                return compile_fn(str(builtin), display=side.path)
-        return compile_fn(side.path)
+                path, display = str(builtin), display_name(builtin)
+        plan = compile_fn(path, display=display) if display else compile_fn(path)
+        return plan, _locator(path, display, plan)
     with tempfile.TemporaryDirectory(prefix="sandboxctl-diff-") as tmp:
         real_tmp = os.path.realpath(tmp)
         file, top, inner = materialise(side, real_tmp, cwd)
-        try:
-            plan = compile_fn(file, display=f"{side.rev}:{inner}")
-        except TypeError:  # a compiler without display names
-            plan = compile_fn(file)
-        return _remap(plan, real_tmp, top)
+        display = f"{side.rev}:{inner}"
+        plan = compile_fn(file, display=display)
+        return _remap(plan, real_tmp, top), _locator(file, display, plan)

@@ -271,6 +271,11 @@ def test_cli_markdown_and_plain(tmp_path):
     plain = sandboxctl("diff", str(old), str(new))  # piped: tab-separated
     assert "risk\twhat\tsubject\tchange" in plain.stdout
     assert "critical\tcapability\tCAP_SYS_ADMIN\tadded" in plain.stdout
+    # The Plan keeps no line for capabilities: the row finds it in the profile text.
+    cap_row = next(ln for ln in plain.stdout.splitlines() if "\tCAP_SYS_ADMIN\t" in ln)
+    ln = line_of(new, "CAP_SYS_ADMIN")
+    col = new.read_text().splitlines()[ln - 1].index("CAP_SYS_ADMIN") + 1
+    assert cap_row.endswith(f"new.yaml:{ln}:{col}")
 
 
 def test_cli_bad_input_is_one_error(tmp_path):
