@@ -151,3 +151,23 @@ def test_no_runtime_fd_reaches_the_program(tmp_path, state):
     assert r.returncode == 0, r.stderr
     fds = sorted(int(line.split()[8]) for line in r.stdout.splitlines()[1:])
     assert fds == [0, 1, 2], r.stdout
+
+
+def test_no_user_namespaces_is_one_sentence_with_the_fix(tmp_path, state):
+    """user.max_user_namespaces is per user namespace: set it to 0 in a throw-away one
+    (the host's value is untouched) and run sandboxctl there."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from _helpers_launch import apply_cmd, env_for
+
+    if not shutil.which("unshare"):
+        pytest.skip("needs util-linux unshare")
+    prof = write_profile(tmp_path)
+    inner = "echo 0 > /proc/sys/user/max_user_namespaces && exec " + shlex.join(apply_cmd(prof, "true"))
+    r = subprocess.run(["unshare", "-Ur", "sh", "-c", inner], capture_output=True, text=True,
+                       env=env_for(state), timeout=30)
+    assert r.returncode == 1
+    assert "user namespaces are disabled" in r.stderr and "max_user_namespaces" in r.stderr
+    assert "Traceback" not in r.stderr
