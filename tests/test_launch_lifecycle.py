@@ -113,7 +113,7 @@ def test_supervisor_sigkill_takes_the_sandbox_with_it(tmp_path, state):
 def test_cgroup_limits_on_the_host_and_removed_after(tmp_path, state):
     if os.geteuid() != 0:
         pytest.skip("needs root to create cgroups")
-    prof = write_profile(tmp_path, "resources: {memory: 64Mi, pids: 32}\n")
+    prof = write_profile(tmp_path, "resources: {memory: 64Mi, pids: 32, cpu: 0.5}\n")
     m, expr = _marker()
     p = _start(prof, f"sleep {expr}", state)
     pid = wait_for(lambda: procs_with(m))
@@ -121,7 +121,8 @@ def test_cgroup_limits_on_the_host_and_removed_after(tmp_path, state):
     dirs = cgroup_dirs_of(p.pid)
     values = {}
     for d in dirs:
-        for name in ("memory.limit_in_bytes", "memory.max", "pids.max"):
+        for name in ("memory.limit_in_bytes", "memory.max", "pids.max", "cpu.cfs_quota_us",
+                     "cpu.max"):
             if os.path.exists(os.path.join(d, name)):
                 values[name] = open(os.path.join(d, name)).read().strip()
         with open(os.path.join(d, "cgroup.procs")) as fh:
@@ -129,6 +130,7 @@ def test_cgroup_limits_on_the_host_and_removed_after(tmp_path, state):
     p.kill()  # supervisor gone: the next run sweeps, but first check a clean exit too
     p.communicate(timeout=10)
     assert values.get("pids.max") == "32"
+    assert values.get("cpu.cfs_quota_us", values.get("cpu.max", "").split(" ")[0]) == "50000"
     assert values.get("memory.limit_in_bytes", values.get("memory.max")) == str(64 << 20)
     r = apply(prof, "sh", "-c", "exit 0", state=state)
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
@@ -230,3 +232,33 @@ def test_rootless_same_guarantees(open_dir):
     assert r.stderr.count("warning") <= 1
     assert wait_for(lambda: not procs_with(m), timeout=5)
     assert not (share / "x").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def test_sentry_death_kills_the_sandbox_and_says_why(tmp_path, state):
+    prof = write_profile(tmp_path)
+    m, expr = _marker()
+    p = _start(prof, f"sleep {expr}", state)
+    assert wait_for(lambda: procs_with(m))
+    my_userns = os.readlink("/proc/self/ns/user")
+    # the supervisor's children: the sandbox's keeper (in the sandbox's user namespace)
+    # and the Sentry (in ours)
+    sentry = [c for c in _children(p.pid) if os.readlink(f"/proc/{c}/ns/user") == my_userns]
+    assert len(sentry) == 1, sentry
+    os.kill(sentry[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGKILL
+    assert "Sentry" in err
+    _assert_clean(p.pid, m)

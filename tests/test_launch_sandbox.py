@@ -171,3 +171,13 @@ def test_no_user_namespaces_is_one_sentence_with_the_fix(tmp_path, state):
     assert r.returncode == 1
     assert "user namespaces are disabled" in r.stderr and "max_user_namespaces" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_network_none_has_only_loopback_up(tmp_path, state):
+    prof = write_profile(tmp_path, "network: {mode: none}\n")
+    r = apply(prof, "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1; ip -o link show lo",
+              state=state)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [x.strip() for x in lines[:-1]] == ["lo"]
+    assert "UP" in lines[-1].split(">")[0]
