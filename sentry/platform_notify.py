@@ -235,6 +235,8 @@ class Responder:
             self.send(nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         elif cls is Kill:
             on_kill(call, d)  # type: ignore[arg-type]
+            if not mem.touched and not self.id_valid(nid):
+                return  # gone already; its pid may belong to someone else by now
             try:
                 os.kill(call.pid, signal.SIGKILL)  # a thread id kills its whole group
             except ProcessLookupError:
