@@ -351,6 +351,12 @@ def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 # -- checks on the merged profile --------------------------------------------------------
 
+def _local(items: list[Node], i: int) -> int:
+    """The index of merged list item i in the file that wrote it (lists append parent
+    items first, so each file's items are contiguous)."""
+    f = items[i].loc.file
+    return i - sum(1 for it in items[:i] if it.loc.file != f)
+
 def _check_network(root: Node, out: list[Diagnostic]) -> None:
     net = root.get("network")
     if net is None or not net.is_map:
@@ -366,10 +372,11 @@ def _check_network(root: Node, out: list[Diagnostic]) -> None:
                              "passthrough uses the host's network as it is",
                              ["network", key], "set network.mode: netstack"))
     eg = net.get("egress")
-    for i, e in enumerate(eg.seq() if eg is not None else []):
+    egs = eg.seq() if eg is not None else []
+    for i, e in enumerate(egs):
         if not e.is_map:
             continue
-        path = ["network", "egress", i]
+        path = ["network", "egress", _local(egs, i)]
         has_c, has_h = e.get("cidr") is not None, e.get("host") is not None
         if has_c == has_h:
             out.append(_diag(e.loc, "an egress rule needs exactly one of `cidr` or `host`", path))
@@ -389,17 +396,18 @@ def _check_network(root: Node, out: list[Diagnostic]) -> None:
                 out.append(_diag(n.loc, f"{n.value!r} is not an IP address", ["network", key]))
     seen: dict[int, Loc] = {}
     pb = net.get("publish")
-    for i, p in enumerate(pb.seq() if pb is not None else []):
+    pbs = pb.seq() if pb is not None else []
+    for i, p in enumerate(pbs):
         h = _str(p.get("host")) if p.is_map else None
         if h is None:
             continue
         port = h.rpartition(":")[2]
         if port.isdigit() and not 1 <= int(port) <= 65535:
             out.append(_diag(p.get("host").loc, f"host port {port} is out of range 1-65535",
-                             ["network", "publish", i, "host"]))
+                             ["network", "publish", _local(pbs, i), "host"]))
         elif port.isdigit() and int(port) in seen:
             out.append(_diag(p.get("host").loc, f"host port {port} is already published "
-                             f"(line {seen[int(port)].line})", ["network", "publish", i, "host"]))
+                             f"(line {seen[int(port)].line})", ["network", "publish", _local(pbs, i), "host"]))
         elif port.isdigit():
             seen[int(port)] = p.get("host").loc
 
@@ -407,7 +415,8 @@ def _check_network(root: Node, out: list[Diagnostic]) -> None:
 def _check_mount_overlap(root: Node, out: list[Diagnostic]) -> None:
     ms = root.at("filesystem", "mounts")
     seen: dict[str, Loc] = {}
-    for i, m in enumerate(ms.seq() if ms is not None else []):
+    items = ms.seq() if ms is not None else []
+    for i, m in enumerate(items):
         t = _str(m.get("target")) if m.is_map else None
         if t is None or not t.startswith("/"):
             continue
@@ -415,7 +424,7 @@ def _check_mount_overlap(root: Node, out: list[Diagnostic]) -> None:
         if norm in seen:
             first = seen[norm]
             out.append(_diag(m.get("target").loc, f"mount target {norm} is already mounted at "
-                             f"{first.file}:{first.line}", ["filesystem", "mounts", i, "target"],
+                             f"{first.file}:{first.line}", ["filesystem", "mounts", _local(items, i), "target"],
                              "remove one, or replace the inherited list with `mounts: !replace [...]`"))
         else:
             seen[norm] = m.get("target").loc
@@ -427,14 +436,15 @@ def _check_sources(res: Resolved, out: list[Diagnostic]) -> None:
 
     dirs = profile_dirs(res)
     ms = res.root.at("filesystem", "mounts")
-    for i, m in enumerate(ms.seq() if ms is not None else []):
+    items = ms.seq() if ms is not None else []
+    for i, m in enumerate(items):
         s = _str(m.get("source")) if m.is_map else None
         if s is None:
             continue
         full = Path(s) if s.startswith("/") else dirs.get(m.loc.file, Path.cwd()) / s
         if not full.exists():
             out.append(_diag(m.get("source").loc, f"mount source {str(full)!r} does not exist on the host",
-                             ["filesystem", "mounts", i, "source"],
+                             ["filesystem", "mounts", _local(items, i), "source"],
                              "a relative source is relative to the profile file's folder"))
 
 

@@ -118,6 +118,7 @@ def test_mount_targets_relative_and_overlapping(tmp_path):
     p.write_text(p.read_text().replace("target: data", "target: /data"))
     d = find(errors_of(p), "mount target /tmp is already mounted at")
     assert (d.line, d.col) == (7, 32) and "default.yaml:" in d.message
+    assert d.path == "filesystem.mounts[1].target"  # the index in the file that wrote it
 
 
 def test_missing_bind_source(tmp_path):
