@@ -181,3 +181,25 @@ def test_network_none_has_only_loopback_up(tmp_path, state):
     lines = r.stdout.splitlines()
     assert [x.strip() for x in lines[:-1]] == ["lo"]
     assert "UP" in lines[-1].split(">")[0]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_overlay_dir_upper_layer_kept_or_removed(tmp_path, state, keep):
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    marker = f"h2a-{uuid.uuid4().hex[:8]}"
+    prof = write_profile(tmp_path, f"""\
+        filesystem:
+          mediation: direct
+          root: {{source: /, overlay: dir, upper_dir: {upper}, keep_upper: {str(keep).lower()}}}
+        """)
+    r = apply(prof, "sh", "-c", f"echo kept > /etc/{marker} && cat /etc/{marker}", state=state)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "kept\n"
+    assert not os.path.exists(f"/etc/{marker}")  # the host's /etc never changes
+    if keep:
+        assert (upper / "layers" / "etc" / "upper" / marker).read_text() == "kept\n"
+        r = apply(prof, "cat", f"/etc/{marker}", state=state)
+        assert r.stdout == "kept\n", r.stderr
+    else:
+        assert list(upper.iterdir()) == []

@@ -18,6 +18,7 @@ comes with its listener report, as SCM_CREDENTIALS on a unix socket.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -236,6 +237,27 @@ def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
     load_and_exec(plan, list(s.argv), dict(plan.launch.env), s.report_w)
 
 
+def _rmtree_force(path: str) -> None:
+    """Remove a tree the sandbox wrote (overlay work dirs are mode 000)."""
+    import shutil
+
+    def fix(func: Any, p: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+        except OSError:
+            pass
+        try:
+            func(p)
+        except OSError:
+            pass
+
+    for _ in range(2):
+        shutil.rmtree(path, onerror=fix)
+        if not os.path.lexists(path):
+            return
+
+
 def _open_fds() -> list[int]:
     return [int(n) for n in os.listdir("/proc/self/fd")]
 
@@ -334,7 +356,7 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
         synthetic = synthetic + plan.gofer.synthetic_files
     root = mnt.prepare(plan.gofer, synthetic)
     if not gofer_ok and not root.direct:
-        root = mnt.RootRequest(root.gofer, root.sources, root.root_source, root.synthetic, True)
+        root = dataclasses.replace(root, direct=True)
     # Imported here, before the host's tree leaves the sandbox's view: the program's
     # process runs load_and_exec after pivot_root, where this package may not exist.
     import pyseccomp  # noqa: F401
@@ -344,6 +366,8 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
     from ..seccomp_child import load_and_exec  # noqa: F401
 
     session = _Session()
+    if root.upper_base is not None and not plan.gofer.root.keep_upper:
+        session.on_close(lambda: _rmtree_force(root.upper_base))  # type: ignore[arg-type]
     try:
         return _supervise(plan, argv, root, debug, use_pty, session, new_run)
     finally:

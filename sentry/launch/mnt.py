@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 
 from ...engine.errors import SandboxError
-from ...engine.plan import GoferConfig, Mount, PathRule, SyntheticFile
+from ...engine.plan import GoferConfig, Mount, PathRule, RootConfig, SyntheticFile
 from . import kernel as k
 
 STAGE = "/tmp"  # host directory a private tmpfs is mounted over (in our mount ns only)
@@ -53,6 +53,7 @@ class RootRequest:
     root_source: str
     synthetic: tuple[SyntheticFile, ...]
     direct: bool  # direct mediation: hide deny paths and apply readonly rules with mounts
+    upper_base: str | None = None  # overlay "dir": host directory of the upper layers
 
 
 def prepare(gofer: GoferConfig, synthetic: tuple[SyntheticFile, ...]) -> RootRequest:
@@ -81,8 +82,10 @@ def prepare(gofer: GoferConfig, synthetic: tuple[SyntheticFile, ...]) -> RootReq
     seen: dict[str, SyntheticFile] = {}
     for f in synthetic:
         seen[f.path] = f
+    upper = upper_layers(gofer.root) if gofer.root.overlay == "dir" else None
     return RootRequest(gofer=gofer, sources=tuple(sources), root_source=root_source,
-                       synthetic=tuple(seen.values()), direct=gofer.mediation == "direct")
+                       synthetic=tuple(seen.values()), direct=gofer.mediation == "direct",
+                       upper_base=upper)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -167,6 +170,15 @@ def _stage() -> None:
     os.chdir("/")
 
 
+def upper_layers(root: RootConfig) -> str:
+    """Where the upper layers of overlay "dir" live on the host: `upper_dir/layers` when
+    they are kept, else a directory of this run that the supervisor removes."""
+    base = os.path.realpath(root.upper_dir or "")
+    if root.keep_upper:
+        return os.path.join(base, "layers")
+    return os.path.join(base, f".sandboxctl-run-{os.getpid()}-{os.urandom(3).hex()}")
+
+
 SKIP_TOP = ("proc", "sys", "dev")  # replaced by the sandbox's own (sys stays empty)
 
 
@@ -194,9 +206,12 @@ class _Layers:
             self.binds.append(dst)
             return
         self.n += 1
-        upper, work = f"{self.base}/{self.n}/upper", f"{self.base}/{self.n}/work"
-        os.makedirs(upper)
-        os.mkdir(work)
+        # one layer per directory, named after it (so a kept upper_dir is readable and
+        # is reused by the next run)
+        name = dst[len(NEWROOT):].strip("/").replace("/", "%") or "%"
+        upper, work = f"{self.base}/{name}/upper", f"{self.base}/{name}/work"
+        os.makedirs(upper, exist_ok=True)
+        os.makedirs(work, exist_ok=True)
         st = os.stat(src)
         os.chmod(upper, st.st_mode & 0o7777)
         data = (f"lowerdir={_escape_overlay(src)},upperdir={_escape_overlay(upper)},"
@@ -248,7 +263,7 @@ def _root(req: RootRequest) -> _Layers:
         k.mount("tmpfs", "/ovl", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=0755")
         base = "/ovl"
     elif root.overlay == "dir":
-        base = OLDROOT + os.path.realpath(root.upper_dir or "")
+        base = OLDROOT + (req.upper_base or upper_layers(root))
     layers = _Layers(root.overlay, root.readonly, base)
     layers.tree(lower, NEWROOT, top=True)
     return layers
