@@ -430,6 +430,15 @@ def _limit(v: Any) -> int:
     return int(size if size is not None else v)
 
 
+def _env_text(value: Any) -> str:
+    """An environment value as the YAML text would read: true, 1, 1.5."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _launch(root: Node, u: UnameConfig) -> LaunchConfig:
     rl = []
     rls = root.at("process", "rlimits")
@@ -446,7 +455,7 @@ def _launch(root: Node, u: UnameConfig) -> LaunchConfig:
         command=tuple(str(c.value) for c in (root.at("process", "command").seq()
                                               if root.at("process", "command") else [])),
         cwd=str(_val(root, "process", "cwd", default="/")),
-        env=tuple((k, "" if v.value is None else str(v.value)) for k, v in env.items()) if env else (),
+        env=tuple((k, _env_text(v.value)) for k, v in env.items()) if env else (),
         uid=int(_val(root, "process", "user", "uid", default=0)),
         gid=int(_val(root, "process", "user", "gid", default=0)),
         capabilities=tuple(sorted({str(c.value) for c in (root.at("capabilities", "keep").seq()

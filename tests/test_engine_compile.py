@@ -177,3 +177,8 @@ def test_conditional_entry_keeps_mediation_for_the_other_cases(tmp_path):
     assert decide(plan, nr, (0, 0, 1, 0, 0, 0)).errno == 13
     assert decide(plan, nr, (0, 0, 0, 0, 0, 0)).handler == "openat"
     build_filter(plan)
+
+
+def test_env_values_read_as_written(tmp_path):
+    p = write(tmp_path, "p.yaml", "process:\n  env: {A: true, B: 1, C: x, D: 0x10}\n")
+    assert compile_profile(p).launch.env == (("A", "true"), ("B", "1"), ("C", "x"), ("D", "16"))
