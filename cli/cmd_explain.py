@@ -45,14 +45,18 @@ def run(args: argparse.Namespace) -> int:
     book = load_risk()
     if args.profile:
         return _hypothetical(args, book)
-    if args.args:
-        from ..engine.errors import SandboxctlError
+    from ..engine.errors import SandboxctlError
 
+    if args.args:
         raise SandboxctlError("arguments after the run id need --profile.",
                               hint="for example: sandboxctl explain --profile app.yaml socket AF_INET")
     from ..engine.explain import explain_run, load_run
     from ..sentry.runs import find_run
 
+    t = args.target or ""
+    if t.startswith("/") or ":" in t:
+        raise SandboxctlError(f"{t!r} is a question about a profile, not a run id.",
+                              hint=f"add the profile: sandboxctl explain --profile PROFILE {t}")
     run_dir = find_run(args.target)
     denials = explain_run(run_dir, book)
     _, _, status = load_run(run_dir)

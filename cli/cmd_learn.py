@@ -50,8 +50,21 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sandboxctl: learn: {msg}\n")
         sys.stderr.flush()
 
-    result = learn(command, load_risk(), name=args.name, max_rounds=max(1, args.rounds),
-                   progress=progress)
+    # Without -o the profile goes to standard output: the command's own output goes to
+    # standard error meanwhile, so the two do not mix.
+    saved = None
+    if not args.output:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    try:
+        result = learn(command, load_risk(), name=args.name, max_rounds=max(1, args.rounds),
+                       progress=progress)
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
     out_dir = os.path.dirname(os.path.abspath(args.output)) if args.output else None
     fd, tmp = tempfile.mkstemp(prefix=".learned-", suffix=".yaml", dir=out_dir)
     try:

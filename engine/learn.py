@@ -97,9 +97,21 @@ class Observed:
             (self.written if writes else self.read).add(path)
 
 
+def cwd_mount(cwd: str, book: RiskBook, writable: bool) -> str | None:
+    """The working directory's mount line, or None when it needs none ("/"). It is made
+    writable only when that is not a high-risk host path (a home, /etc, the root...)."""
+    if cwd == "/":
+        return None
+    if writable and book.mount(cwd, readonly=False).risk in ("high", "critical"):
+        writable = False
+    return (f"    - {{source: {json.dumps(cwd)}, target: {json.dumps(cwd)}, "
+            f"readonly: {'false' if writable else 'true'}}}")
+
+
 def recording_profile(command: list[str], cwd: str, egress: Iterable[tuple[str, int, str]],
-                      network: bool) -> str:
+                      network: bool, book: RiskBook) -> str:
     """The profile a learning run uses."""
+    mount = cwd_mount(cwd, book, writable=True)
     lines = [
         "# Written by `sandboxctl learn` for one recording run; not meant to be kept.",
         "apiVersion: sandboxctl/v1",
@@ -113,8 +125,7 @@ def recording_profile(command: list[str], cwd: str, egress: Iterable[tuple[str, 
         "  default: {action: log}",
         "filesystem:",
         "  mediation: direct",
-        "  mounts:",
-        f"    - {{source: {json.dumps(cwd)}, target: {json.dumps(cwd)}, readonly: false}}",
+        *(["  mounts:", mount] if mount else []),
         "audit: {denials: true, file_access: true, exec: true, network: true}",
     ]
     if network:
@@ -174,7 +185,7 @@ def learn(command: list[str], book: RiskBook, *, cwd: str | None = None, name: s
         while rounds < max_rounds:
             rounds += 1
             rec = Path(tmp) / f"recording-{rounds}.yaml"
-            rec.write_text(recording_profile(command, cwd, egress, network))
+            rec.write_text(recording_profile(command, cwd, egress, network, book))
             compile_profile(rec)  # a recording profile that does not compile is a bug here
             if progress:
                 progress(f"round {rounds}: recording {shlex.join(command)}"
@@ -324,10 +335,12 @@ def learned_profile(command: list[str], cwd: str, obs: Observed, book: RiskBook,
     if reads:
         out.append(f"  # read ({len(reads)} paths, through the read-only root or the mounts), e.g.:")
         out.extend(f"  #   {p}" for p in reads[:12])
-    out.append("  mounts:")
-    out.append("    # the working directory" + (", written to" if cwd_written else ", only read"))
-    out.append(f"    - {{source: {json.dumps(cwd)}, target: {json.dumps(cwd)}, "
-               f"readonly: {'false' if cwd_written else 'true'}}}")
+    mount = cwd_mount(cwd, book, writable=cwd_written)
+    if mount or mounts:
+        out.append("  mounts:")
+    if mount:
+        out.append("    # the working directory" + (", written to" if cwd_written else ", only read"))
+        out.append(mount)
     if mounts:
         out.append("    # other host directories the command wrote to (writes persist on the host)")
         out.extend(f"    - {{source: {json.dumps(d)}, target: {json.dumps(d)}, readonly: false}}"
