@@ -41,11 +41,6 @@ def run_direct(plan: Plan, argv: Sequence[str], env: Mapping[str, str] | None = 
     from .supervisor import start_sentry
 
     env = dict(os.environ if env is None else env)
-    if plan.launch.platform == "ptrace":  # same steps, the child is seized instead
-        from .platform_ptrace import run_direct_ptrace
-
-        return run_direct_ptrace(plan, argv, env, debug=debug, stdin=stdin, stdout=stdout,
-                                 stderr=stderr)
     run = new_run(plan, list(argv))
     r, w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()

@@ -723,10 +723,15 @@ def confine_tracer() -> None:
 
 
 def child_load_and_exec(plan: Any, argv: list[str] | tuple[str, ...], env: dict[str, str],
-                        go_fd: int) -> None:
-    """Child side (the last step, as seccomp_child.load_and_exec on seccomp-notify):
-    wait until the tracer has seized us, load the Plan's filter with SECCOMP_RET_TRACE
-    for trapped calls, exec. Never returns; exit 127/126 as a shell would."""
+                        report_fd: int) -> None:
+    """Child side on platform ptrace (seccomp_child.load_and_exec's branch): report
+    (`-1`: no listener; the receiver learns our pid as on seccomp-notify), load the Plan's
+    filter with SECCOMP_RET_TRACE for trapped calls, exec. Never returns.
+
+    No channel back is needed: the Plan always traps execve, and a RET_TRACE call made
+    before a tracer is attached fails with ENOSYS without running, so the child retries
+    its execve until the Sentry has seized it (then the execve stops in the Sentry and
+    runs). Nothing the Plan traps can run untraced meanwhile."""
     from ..engine.filter import build_filter
     from .seccomp_child import resolve_command
 
@@ -743,24 +748,44 @@ def child_load_and_exec(plan: Any, argv: list[str] | tuple[str, ...], env: dict[
         path = resolve_command(argv[0], env)
         if path is None:
             die(f"{argv[0]}: command not found in the sandbox", 127)
-        wait_for_tracer(go_fd)
+        args, env_list = list(argv), dict(env)
+        os.write(report_fd, b"-1\n")
+        os.close(report_fd)
         flt.load()
     except BaseException as exc:  # noqa: BLE001 - the child must not go on
         die(f"cannot load the sandbox's seccomp filter: {exc}", 126)
+    deadline = time.monotonic() + ATTACH_TIMEOUT
+    while True:
+        try:
+            os.execve(path, args, env_list)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS and time.monotonic() < deadline:
+                _pause()
+                continue
+            if exc.errno == errno.ENOSYS:
+                die("the Sentry did not attach to the sandbox (ptrace)", 126)
+            die(f"{argv[0]}: cannot run: {exc.strerror}",
+                127 if exc.errno in (errno.ENOENT, errno.ENOTDIR) else 126)
+
+
+ATTACH_TIMEOUT = 10.0
+
+
+def _pause() -> None:
     try:
-        os.execve(path, list(argv), dict(env))
-    except OSError as exc:
-        die(f"{argv[0]}: cannot run: {exc.strerror}",
-            127 if exc.errno in (errno.ENOENT, errno.ENOTDIR) else 126)
-    os._exit(126)
+        time.sleep(0.0005)
+    except OSError:  # the Plan may refuse the sleep calls: spin a little instead
+        for _ in range(20000):
+            pass
 
 
-def start_ptrace_sentry(plan: Any, child_pid: int, go_w: int, run: Any, gofer_sock: Any = None,
+def start_ptrace_sentry(plan: Any, child_pid: int, run: Any, gofer_sock: Any = None,
                         debug: bool = False, strace: str | None = None,
                         strace_syscalls: frozenset[str] | None = None) -> Any:
-    """Fork the Sentry; it seizes `child_pid` (waiting in child_load_and_exec on the read
-    end of `go_w`), releases it, confines itself and serves until the program exits.
-    Returns supervisor.SentryHandle; the caller reaps the child as on seccomp-notify."""
+    """supervisor.start_sentry's branch for platform ptrace: fork the Sentry, which seizes
+    `child_pid` (retrying its execve in child_load_and_exec), confines itself and serves
+    until the program exits. Returns supervisor.SentryHandle; the caller reaps the child
+    as on seccomp-notify."""
     import sys
     import threading
 
@@ -776,11 +801,10 @@ def start_ptrace_sentry(plan: Any, child_pid: int, go_w: int, run: Any, gofer_so
         try:
             os.close(stop_r)
             os.close(stop_w)
-            code = _tracer_main(plan, child_pid, go_w, child_pidfd, run, gofer_sock, debug,
+            code = _tracer_main(plan, child_pid, child_pidfd, run, gofer_sock, debug,
                                 strace, strace_syscalls)
         finally:
             os._exit(code)
-    os.close(go_w)
     spidfd = pidfd_open(pid)
     handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
     t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
@@ -790,7 +814,7 @@ def start_ptrace_sentry(plan: Any, child_pid: int, go_w: int, run: Any, gofer_so
     return handle
 
 
-def _tracer_main(plan: Any, child_pid: int, go_w: int, child_pidfd: int, run: Any,
+def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
                  gofer_sock: Any, debug: bool, strace: str | None,
                  strace_syscalls: frozenset[str] | None) -> int:
     import traceback
@@ -810,7 +834,7 @@ def _tracer_main(plan: Any, child_pid: int, go_w: int, child_pidfd: int, run: An
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.close(devnull)
-        keep = {0, 1, 2, go_w, child_pidfd}
+        keep = {0, 1, 2, child_pidfd}
         if gofer_sock is not None:
             keep.add(gofer_sock if isinstance(gofer_sock, int) else gofer_sock.fileno())
         for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
@@ -838,9 +862,7 @@ def _tracer_main(plan: Any, child_pid: int, go_w: int, child_pidfd: int, run: An
         dispatcher = Dispatcher(ctx)
         tracer = PtraceTracer(dispatch=dispatcher.dispatch, strace=strace_log,
                               on_kill=lambda call, k: flush())
-        tracer.seize(child_pid)
-        os.write(go_w, b"g")
-        os.close(go_w)
+        tracer.seize(child_pid)  # its execve, retried until now, stops here from now on
         confine_tracer()
         if log_fh is not None:
             log_fh.write(f"{time.time():.6f} ptrace sentry pid={os.getpid()} tracing "
@@ -874,8 +896,7 @@ def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
                       stdin: int | None = None, stdout: int | None = None,
                       stderr: int | None = None, strace: str | None = None,
                       strace_syscalls: frozenset[str] | None = None) -> Any:
-    """sentry.direct.run_direct on platform ptrace (no namespaces): the same steps, with
-    the child waiting to be seized instead of handing over a listener."""
+    """sentry.direct.run_direct on platform ptrace, with `--strace` options."""
     import sys
 
     from .confine import drop_capabilities
@@ -884,13 +905,13 @@ def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
 
     env = dict(os.environ if env is None else env)
     run = new_run(plan, list(argv))
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    r, w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(go_w)
+            os.close(r)
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL
             for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
@@ -898,15 +919,21 @@ def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
                     os.dup2(fd, target)
             drop_capabilities()
             _no_new_privs()
-            child_load_and_exec(plan, argv, env, go_r)
+            child_load_and_exec(plan, argv, env, w)
         finally:
             os._exit(126)
-    os.close(go_r)
-    handle = start_ptrace_sentry(plan, pid, go_w, run, debug=debug, strace=strace,
-                                 strace_syscalls=strace_syscalls)
+    os.close(w)
+    reported = os.read(r, 64)
+    os.close(r)
+    handle = None
+    if reported.strip():
+        handle = start_ptrace_sentry(plan, pid, run, debug=debug, strace=strace,
+                                     strace_syscalls=strace_syscalls)
     _, status = os.waitpid(pid, 0)
-    handle.wait()
-    failed = handle.failed()
+    failed = None
+    if handle is not None:
+        handle.wait()
+        failed = handle.failed()
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     run.finish(code, sig)

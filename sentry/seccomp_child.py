@@ -62,6 +62,10 @@ def _die(msg: str, code: int) -> NoReturn:
 
 def load_and_exec(plan: Plan, argv: Sequence[str], env: Mapping[str, str],
                   report_fd: int) -> NoReturn:
+    if plan.launch.platform == "ptrace":  # reports -1 (no listener); see platform_ptrace
+        from .platform_ptrace import child_load_and_exec
+
+        child_load_and_exec(plan, argv, dict(env), report_fd)
     try:
         import pyseccomp
 

@@ -221,8 +221,14 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 
 def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
                  debug: bool) -> int:
+    # The supervisor's signal set-up (wakeup fd, relay handlers, blocked mask) is not ours.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH, signal.SIGCHLD, signal.SIGUSR2,
+                signal.SIGCONT, signal.SIGALRM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # SIGUSR1 ends the loop's RECV
     log_fh = None
     writer: EventWriter | None = None
     try:
