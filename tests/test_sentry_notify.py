@@ -157,3 +157,13 @@ def test_blocking_handler_does_not_stall_other_calls(tmp_path, progs, monkeypatc
     assert vals["getppid"] == "42"
     # 200 trapped unames served while the slow call (1.5 s) was still pending
     assert int(vals["unames_ms"]) < 1000, out
+
+
+def test_not_executable_is_126_and_missing_path_127(tmp_path):
+    f = tmp_path / "script.sh"
+    f.write_text("#!/bin/sh\necho hi\n")
+    f.chmod(0o644)
+    res, out, err = _run(make_plan(), [str(f)], tmp_path)
+    assert res.exit_code == 126 and "cannot run: Permission denied" in err
+    res, out, err = _run(make_plan(), [str(tmp_path / "nope")], tmp_path)
+    assert res.exit_code == 127 and "nope: cannot run: No such file or directory" in err
