@@ -41,7 +41,9 @@ def _allowed_names(text: str) -> set[str]:
 def test_learn_python_script(tmp_path):
     write(tmp_path / "data.txt", "3\n1\n2\n")
     write(tmp_path / "app.py", textwrap.dedent("""\
-        import json, hashlib
+        import ctypes, json, hashlib
+        # A critical call the script can do without: learn must not allow it.
+        ctypes.CDLL(None).unshare(0x10000000)
         nums = sorted(int(x) for x in open("data.txt"))
         digest = hashlib.sha256(repr(nums).encode()).hexdigest()
         with open("result.json", "w") as fh:
@@ -54,6 +56,9 @@ def test_learn_python_script(tmp_path):
     assert f'- {{source: "{tmp_path}", target: "{tmp_path}", readonly: false}}' in text
     names = _allowed_names(text)
     assert {"read", "write", "openat", "mmap", "exit_group"} <= names
+    assert "unshare" not in names
+    commented = next(ln for ln in text.splitlines() if ln.strip().startswith("# - unshare"))
+    assert "critical" in commented and "default.yaml" in commented
     # glibc may look for nscd over a unix socket; an internet socket was never made.
     assert "memfd_create" not in names and "value: AF_INET}" not in text
     (tmp_path / "result.json").unlink()
@@ -139,6 +144,17 @@ def test_learn_network_client(tmp_path, http_server):
     assert dest["allowed"] is False
 
 
-def test_learn_without_a_command_is_one_error(tmp_path):
+def test_learn_to_stdout_and_errors(tmp_path):
     r = sandboxctl("learn", cwd=tmp_path, env=_env(tmp_path))
     assert r.returncode == 1 and "learn needs a command" in r.stderr
+    # Without -o the profile is standard output; the command's output goes to stderr.
+    r = sandboxctl("learn", "--", "sh", "-c", "echo from-the-command", cwd=tmp_path,
+                   env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# Learned by `sandboxctl learn`")
+    assert "from-the-command" in r.stderr and "from-the-command\n" not in r.stdout
+    from ruamel.yaml import YAML
+
+    doc = YAML(typ="safe").load(r.stdout)
+    assert doc["syscalls"]["default"] == {"action": "deny", "errno": "EPERM"}
+    assert "write" in doc["syscalls"]["allow"]
