@@ -9,6 +9,8 @@ examples:
   sandboxctl apply profiles/default.yaml -- bash          # an interactive shell
   sandboxctl apply default -- cat /proc/version            # a built-in profile by name
   sandboxctl compile profiles/default.yaml > plan.json && sandboxctl apply plan.json -- true
+  sandboxctl apply --platform ptrace default -- uname -a   # trap by ptrace (docs/platforms.md)
+  sandboxctl apply --strace=- --strace-syscalls openat,read default -- cat /etc/hostname
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the command to run (after --); default: the profile's process.command")
     parser.add_argument("--debug", action="store_true", help="write the Sentry's log (sentry.log in the run directory)")
+    parser.add_argument("--platform", choices=("seccomp-notify", "ptrace"), default=None,
+                        help="how trapped calls reach the Sentry (default: the profile's "
+                        "platform, else seccomp-notify); ptrace works without user notification")
+    parser.add_argument("--strace", nargs="?", const="log", default=None, metavar="-",
+                        help="log system calls with decoded arguments, result and duration to "
+                        "the run's strace.log, or to stderr with --strace=-; on ptrace every "
+                        "call, on seccomp-notify only the calls that reach the Sentry")
+    parser.add_argument("--strace-syscalls", default=None, metavar="A,B,C",
+                        help="with --strace: only these system calls (e.g. openat,read)")
     parser.add_argument("--tty", choices=("auto", "always", "never"), default="auto",
                         help="give the program a pty: auto (when stdin and stdout are terminals), always, never")
 
@@ -57,10 +68,19 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     plan = load_plan(args.profile)
+    if getattr(args, "platform", None) and args.platform != plan.launch.platform:
+        import dataclasses
+
+        plan = dataclasses.replace(
+            plan, launch=dataclasses.replace(plan.launch, platform=args.platform))
+    from ..sentry.strace import parse_syscall_list
+
+    strace_opts = {"strace": getattr(args, "strace", None),
+                   "strace_syscalls": parse_syscall_list(getattr(args, "strace_syscalls", None))}
     use_pty = {"auto": None, "always": True, "never": False}[args.tty]
     if use_pty and not os.isatty(0):
         use_pty = False
-    outcome = launch(plan, command, debug=args.debug, use_pty=use_pty)
+    outcome = launch(plan, command, debug=args.debug, use_pty=use_pty, **strace_opts)
     if outcome.sentry_failure:
         sys.stderr.write(f"sandboxctl: {outcome.sentry_failure} (run {outcome.run_id})\n")
     return outcome.exit_code

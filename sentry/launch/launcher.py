@@ -53,7 +53,7 @@ class Outcome:
 
 # -- host checks ---------------------------------------------------------------------
 
-def check_host() -> None:
+def check_host(platform: str = "seccomp-notify") -> None:
     why = userns_available()
     if why:
         raise HostError(f"cannot create the sandbox: {why}",
@@ -65,9 +65,13 @@ def check_host() -> None:
     except OSError:
         raise HostError("this kernel has no seccomp filter support",
                         hint="use a kernel built with CONFIG_SECCOMP_FILTER") from None
-    if "user_notif" not in actions:
+    if "user_notif" not in actions and platform != "ptrace":
         raise HostError("this kernel has no seccomp user notification (SECCOMP_RET_USER_NOTIF)",
-                        hint="use Linux 5.5 or newer, or run with platform: ptrace") from None
+                        hint="use Linux 5.5 or newer, or run with --platform ptrace "
+                        "(platform: ptrace in the profile)") from None
+    if "trace" not in actions and platform == "ptrace":
+        raise HostError("this kernel has no SECCOMP_RET_TRACE",
+                        hint="use --platform seccomp-notify") from None
 
 
 def _module_exists(name: str) -> bool:
@@ -339,16 +343,14 @@ class _Session:
 
 
 def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
-        use_pty: bool | None = None) -> Outcome:
+        use_pty: bool | None = None, strace: str | None = None,
+        strace_syscalls: frozenset[str] | None = None) -> Outcome:
     """Run `argv` (or the plan's command) in a sandbox; return when everything is gone."""
     argv = tuple(argv) or tuple(plan.launch.command)
     if not argv:
         raise SandboxError("no command to run",
                            hint="give one after `--` or set process.command in the profile")
-    if plan.launch.platform != "seccomp-notify":
-        raise SandboxError(f"platform {plan.launch.platform!r} is not supported by apply yet",
-                           hint="use platform: seccomp-notify")
-    check_host()
+    check_host(plan.launch.platform)
     rlimits.check(plan.launch.rlimits)
     gofer_ok = plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process")
     synthetic = plan.sentry.synthetic_files
@@ -365,17 +367,23 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
     from ..runs import new_run
     from ..seccomp_child import load_and_exec  # noqa: F401
 
+    if plan.launch.platform == "ptrace":
+        from .. import platform_ptrace  # noqa: F401  (its child side runs after pivot_root)
+
     session = _Session()
     if root.upper_base is not None and not plan.gofer.root.keep_upper:
         session.on_close(lambda: _rmtree_force(root.upper_base))  # type: ignore[arg-type]
     try:
-        return _supervise(plan, argv, root, debug, use_pty, session, new_run)
+        return _supervise(plan, argv, root, debug, use_pty, session, new_run,
+                          strace=strace, strace_syscalls=strace_syscalls)
     finally:
         session.close()
 
 
 def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: bool,
-               use_pty: bool | None, session: _Session, new_run: Any) -> Outcome:
+               use_pty: bool | None, session: _Session, new_run: Any,
+               strace: str | None = None,
+               strace_syscalls: frozenset[str] | None = None) -> Outcome:
     cg = cgroup.create(plan.launch.resources, os.urandom(3).hex())
     session.on_close(cg.cleanup)
     for w in cg.warnings:
@@ -494,7 +502,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         from ..supervisor import start_sentry
 
         sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec, gofer_sock=gofer_sock,
-                              debug=debug)
+                              debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
         try:
             program_fd: int | None = os.pidfd_open(child_pid)
