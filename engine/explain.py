@@ -217,8 +217,25 @@ def _syscall_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook
     return Denial("syscall", name, examples[0], len(evs), ev.get("action", "deny"),
                   ev.get("errno_name") or (_errno.errorcode.get(ev.get("errno") or 0, "")
                                            if ev.get("action") == "deny" else ""),
-                  where, text, sr.purpose or f"the {name} system call", sr.risk, sr.why,
+                  where, text, purpose_of(name, book), sr.risk, sr.why,
                   snippet, advice, examples[:5], remove)
+
+
+def purpose_of(name: str, book: RiskBook) -> str:
+    """One line on what a syscall is for: risk.yaml's `purpose`, else the description of
+    the first group (groups.yaml) that names it directly."""
+    sr = book.syscall(name)
+    if sr.purpose:
+        return sr.purpose
+    try:
+        from .groups import load_groups
+
+        for g in load_groups().values():
+            if name in g.members:
+                return f"{g.description} (@{g.name})"
+    except Exception:  # the groups file is a nicety here
+        pass
+    return f"the {name} system call"
 
 
 def _decode(name: str, args: Any) -> str:
@@ -402,7 +419,7 @@ def explain_syscall(plan: Plan, name: str, args: list[str], book: RiskBook) -> A
     snippet = advice = ""
     if not allowed:
         snippet, advice = suggest_syscall(name, [full] if values else [], book)
-    return Answer(call, "syscall", outcome, allowed, where, text, why, sr.purpose, sr.risk,
+    return Answer(call, "syscall", outcome, allowed, where, text, why, purpose_of(name, book), sr.risk,
                   sr.why, snippet, advice)
 
 
