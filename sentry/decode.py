@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import errno as _errno
 import functools
-from typing import Callable
-
 from .call import Memory
 
 # -- syscall names --------------------------------------------------------------------
@@ -212,8 +210,6 @@ def decode(name: str, args: tuple[int, ...] | list[int], mem: Memory | None = No
             parts.append(hex(v))
     return f"{name}({', '.join(parts)})"
 
-
-Decoder = Callable[[str, tuple[int, ...], Memory | None], str]
 
 __all__ = ["decode", "syscall_name", "syscall_names", "errno_name", "open_flags", "flags",
            "CLONE_FLAGS", "MOUNT_FLAGS", "OPEN_FLAGS", "AF", "SOCK_TYPES"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno as _errno
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..engine.filter import decide
 from ..engine.plan import DefaultAction, Plan, SyscallRule
@@ -145,7 +145,5 @@ class Dispatcher:
         self.ctx.event(ev)
         return ev
 
-
-MakeCall = Callable[[int, int, tuple[int, ...]], Call]
 
 __all__ = ["Dispatcher", "Slot", "rule_ref", "NR_MAX"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import sys
 from typing import Mapping, NoReturn, Sequence
 
 from ..engine.plan import Plan
