@@ -147,6 +147,12 @@ CASES = [
      ("path rule (deny)", "/opt/**", "added", "info")),
     ("egress-removed", {"network": "network:\n  mode: netstack\n"},
      ("egress", "example.com", "removed", "info")),
+    ("dns-servers", {"network": "network:\n  mode: netstack\n  dns: [192.0.2.53]\n  egress:\n"
+                                "    - {host: example.com, ports: [443]}\n"},
+     ("network", "network.dns", "changed", "info")),
+    ("env-added", {"process": "process:\n  command: [\"true\"]\n  user: {uid: 1000, gid: 1000}\n"
+                              "  rlimits: {nofile: 256}\n  env: {LANG: C.UTF-8}\n"},
+     ("process", "env LANG", "added", "info")),
     ("nofile-lowered", {"process": "process:\n  command: [\"true\"]\n  user: {uid: 1000, gid: 1000}\n"
                                    "  rlimits: {nofile: 64}\n"},
      ("rlimit", "nofile", "narrowed", "info")),
@@ -187,7 +193,7 @@ def test_cases_cover_every_level_and_kind():
     for k in ("syscall", "args", "default action", "mount", "root", "path rule (deny)",
               "path rule (readonly)", "network mode", "egress", "publish", "capability",
               "capability+syscall", "uname", "ids", "rlimit", "resources", "platform",
-              "mediation", "audit"):
+              "mediation", "audit", "network", "process"):
         assert k in kinds
 
 
