@@ -16,6 +16,11 @@ import errno as _errno
 import os
 from typing import Mapping, NoReturn, Sequence
 
+# Imported here, not in load_and_exec: the child runs after pivot_root, where this
+# package and libseccomp may not exist; the launcher imports this module beforehand.
+import pyseccomp
+
+from ..engine.filter import build_filter
 from ..engine.plan import Plan
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -34,12 +39,10 @@ def resolve_command(cmd: str, env: Mapping[str, str]) -> str | None:
 
 
 def lowest_free_fd(assume_closed: int) -> int:
-    open_fds = {int(n) for n in os.listdir("/proc/self/fd")}
-    # listdir's own descriptor is closed again by now but was listed; drop the stale one.
-    open_fds = {fd for fd in open_fds if _is_open(fd)}
-    open_fds.discard(assume_closed)
+    """The descriptor the kernel will hand out next, once `assume_closed` is closed
+    (probed with fstat: no /proc needed in the sandbox)."""
     fd = 0
-    while fd in open_fds:
+    while fd != assume_closed and _is_open(fd):
         fd += 1
     return fd
 
@@ -66,10 +69,6 @@ def load_and_exec(plan: Plan, argv: Sequence[str], env: Mapping[str, str],
 
         child_load_and_exec(plan, argv, dict(env), report_fd)
     try:
-        import pyseccomp
-
-        from ..engine.filter import build_filter
-
         if not argv:
             _die("no command to run (give one after `--` or set process.command)", 127)
         flt = build_filter(plan, "seccomp-notify")
