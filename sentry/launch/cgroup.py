@@ -1,8 +1,9 @@
 """Resource limits through cgroups, on cgroup v1 controllers, cgroup v2, or both (hybrid).
 
 The supervisor creates one directory per controller it can use, below its own cgroup,
-named `sandboxctl-<supervisor pid>-<n>`; the sandbox's first process joins them before it
-unshares its cgroup namespace. A limit that cannot be applied is one warning line, never a
+named `sandboxctl-<supervisor pid>-<n>`, and moves the sandbox's init into them while the
+init builds the root; the init waits for that before it unshares its cgroup namespace
+and starts the program. A limit that cannot be applied is one warning line, never a
 silent no-op. Directories are removed after the run; ones left by a supervisor that was
 killed are swept at the next start.
 """
@@ -189,7 +190,16 @@ def create(res: Resources, tag: str) -> CgroupSet:
     return out
 
 
-def join(procs_files: list[str]) -> None:
-    """Move the calling process into the sandbox's cgroups (run in the child)."""
-    for p in procs_files:
-        _write(p, "0")
+def join_pid(cgs: CgroupSet, pid: int) -> list[str]:
+    """Move process `pid` (the sandbox's init, before it starts anything) into the
+    sandbox's cgroups; warnings for the ones it could not join."""
+    problems = []
+    for p in cgs.procs_files:
+        try:
+            _write(p, str(pid))
+        except OSError as exc:
+            problems.append(f"{os.path.dirname(p)} ({exc.strerror})")
+    if problems:
+        return ["sandboxctl: warning: resource limits not applied: cannot join "
+                + "; ".join(problems)]
+    return []

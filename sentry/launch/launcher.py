@@ -88,7 +88,6 @@ class _ChildSetup:
     plan: Plan
     argv: tuple[str, ...]
     root: mnt.RootRequest
-    procs_files: tuple[str, ...]
     outer_uid: int
     outer_gid: int
     supervisor: int
@@ -97,6 +96,8 @@ class _ChildSetup:
     status_w: int
     report_w: int
     pty_w: int | None  # socket the init sends the pty master over (None: no pty)
+    cg_w: int  # keeper -> supervisor: init's host pid, to be put into the cgroups
+    go_r: int  # supervisor -> init: the cgroups are joined (or could not be)
 
 
 def _fail(err_w: int, exc: BaseException) -> NoReturn:
@@ -123,9 +124,8 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         os.setsid()  # off the user's terminal: its signals go to the supervisor only
         if s.outer_uid == 0:
             os.setgroups([])
-        cgroup.join(list(s.procs_files))
         flags = (kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS | kernel.CLONE_NEWUTS
-                 | kernel.CLONE_NEWIPC | kernel.CLONE_NEWPID | kernel.CLONE_NEWCGROUP)
+                 | kernel.CLONE_NEWIPC | kernel.CLONE_NEWPID)
         if s.unshare_net:
             flags |= kernel.CLONE_NEWNET
         try:
@@ -146,7 +146,10 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         pid = os.fork()
         if pid == 0:
             _init(s)
-        for fd in (s.err_w, s.status_w, s.report_w, s.pty_w):
+        # The supervisor moves init into the cgroups while init builds the root (joining
+        # a v1 memory cgroup takes ~15 ms); init waits for it before it starts anything.
+        os.write(s.cg_w, struct.pack("i", pid))
+        for fd in (s.err_w, s.status_w, s.report_w, s.pty_w, s.cg_w, s.go_r):
             if fd is not None:
                 os.close(fd)
     except BaseException as exc:
@@ -167,6 +170,10 @@ def _init(s: _ChildSetup) -> NoReturn:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
         uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
         mnt.build_root(s.root)
+        # in the run's cgroups now (the supervisor said so): a cgroup namespace rooted there
+        if os.read(s.go_r, 1) != b"g":
+            raise SandboxError("the supervisor went away during set-up")
+        kernel.unshare(kernel.CLONE_NEWCGROUP)
         slave = None
         if s.pty_w is not None:
             master, slave = open_in_sandbox()
@@ -397,16 +404,19 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         session.on_close(pty_parent.close)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     rep_parent, rep_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     rep_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    for fd in (err_r, status_r):
+    for fd in (err_r, status_r, cg_r, go_w):
         session.on_close(lambda fd=fd: os.close(fd))
     session.on_close(rep_parent.close)
     setup = _ChildSetup(
-        plan=plan, argv=argv, root=root, procs_files=tuple(cg.procs_files),
+        plan=plan, argv=argv, root=root,
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
-        report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None)
+        report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
+        cg_w=cg_w, go_r=go_r)
     sys.stdout.flush()
     sys.stderr.flush()
     keeper = os.fork()
@@ -414,6 +424,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         try:
             os.close(err_r)
             os.close(status_r)
+            os.close(cg_r)
+            os.close(go_w)
             rep_parent.close()
             if pty_parent is not None:
                 pty_parent.close()
@@ -436,6 +448,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     session.on_close(kill_sandbox)
     os.close(err_w)
     os.close(status_w)
+    os.close(cg_w)
+    os.close(go_r)
     rep_child.close()
     if pty_child is not None:
         pty_child.close()
@@ -447,11 +461,19 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
     report = None
-    open_fds = {err_r, rep_parent.fileno(), keeper_fd}
+    open_fds = {err_r, rep_parent.fileno(), keeper_fd, cg_r}
     if pty_parent is not None:
         open_fds.add(pty_parent.fileno())
     while error is None and report is None:
         ready, _, _ = select.select(list(open_fds), [], [])
+        if cg_r in ready:
+            open_fds.discard(cg_r)
+            data = os.read(cg_r, 4)
+            if len(data) == 4:
+                for w in cgroup.join_pid(cg, struct.unpack("i", data)[0]):
+                    print(w, file=sys.stderr)
+                os.write(go_w, b"g")
+            os.close(go_w)
         if pty_parent is not None and pty_parent.fileno() in ready:
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
             open_fds.discard(pty_parent.fileno())
