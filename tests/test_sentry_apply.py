@@ -179,3 +179,19 @@ def test_rootless_same_behaviour(env):
         assert [ev["path"] for ev in run_events(run) if ev["kind"] == "exec"][0] == env["progs"]["family"]
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_program_with_other_uid_is_still_served(env, tmp_path):
+    # The Sentry holds no capability: it reads and writes the program's memory as the
+    # owner of the sandbox's user namespace, whatever uid the program runs as inside.
+    prof = Path(env["profile"]).with_name("nobody.yaml")
+    prof.write_text(PROFILE.replace("metadata: {name: sentry-accept}",
+                                    "metadata: {name: sentry-nobody}\n"
+                                    "process:\n  user: {uid: 65534, gid: 65534}"))
+    e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(env["state"]))
+    p = subprocess.run([SANDBOXCTL, "apply", str(prof), "--", "sh", "-c", "id -u; uname -r"],
+                       capture_output=True, text=True, env=e, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["65534", "5.15.0-accept"]
+    execs = [ev for ev in run_events(latest_run(env)) if ev["kind"] == "exec"]
+    assert [ev["argv"] for ev in execs] == [["sh", "-c", "id -u; uname -r"], ["id", "-u"], ["uname", "-r"]]
