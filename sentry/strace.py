@@ -187,3 +187,48 @@ def open_strace(target: str, run_dir: str | None,
 
 
 __all__ = ["Formatter", "StraceLog", "open_strace", "parse_syscall_list"]
+
+
+class StracingDispatcher:
+    """seccomp-notify's `--strace`: wraps the Sentry's Dispatcher (same interface the
+    NotifyLoop uses) and writes one line per call that reaches the Sentry, with the
+    Sentry's answer. Calls the Sentry lets the kernel run (Continue) show `= ?
+    [continued]`: their result is the kernel's and never passes through the Sentry."""
+
+    def __init__(self, dispatcher: Any, log: StraceLog) -> None:
+        import threading
+        import time
+
+        self._d = dispatcher
+        self._log = log
+        self._lock = threading.Lock()  # worker threads may serve calls concurrently
+        self._now = time.monotonic_ns
+
+    def __getattr__(self, name: str) -> Any:  # slots, slot(), call_name(), ctx, plan...
+        return getattr(self._d, name)
+
+    def dispatch(self, call: Any, mem: Any, slot: Any = None) -> Any:
+        if not self._log.wants(call.name):
+            return self._d.dispatch(call, mem, slot)
+        text = self._log.formatter.call(call.nr, call.args, mem)
+        t0 = self._now()
+        decision = self._d.dispatch(call, mem, slot)
+        seconds = (self._now() - t0) / 1e9
+        kind = decision.__class__.__name__
+        if kind == "Return":
+            result = self._log.formatter.result(call.nr, decision.value)
+        elif kind == "Errno":
+            result = self._log.formatter.result(call.nr, -decision.errno)
+        elif kind == "Continue":
+            result = "? [continued]"
+        elif kind == "InjectFd":
+            result = "<new fd> [sentry]"
+        else:
+            result = f"? [killed: {getattr(decision, 'reason', kind)}]"
+        note = "sentry" if kind in ("Return", "Errno") else ""
+        with self._lock:
+            self._log.line(call.pid, text, result, seconds, note)
+        return decision
+
+
+__all__ += ["StracingDispatcher"]

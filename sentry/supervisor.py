@@ -203,7 +203,8 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
         try:
             os.close(stop_r)
             os.close(stop_w)
-            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug)
+            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug,
+                                strace=strace, strace_syscalls=strace_syscalls)
         finally:
             os._exit(code)
     os.close(listener)
@@ -220,7 +221,8 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 
 
 def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
-                 debug: bool) -> int:
+                 debug: bool,
+                 strace: str | None = None, strace_syscalls: frozenset[str] | None = None) -> int:
     # The supervisor's signal set-up (wakeup fd, relay handlers, blocked mask) is not ours.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH, signal.SIGCHLD, signal.SIGUSR2,
@@ -276,6 +278,11 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
         ctx = SentryContext(plan=plan, emit=emit, gofer_sock=gofer_sock,
                             debug=log if debug else None)
         dispatcher = Dispatcher(ctx)
+        if strace is not None:  # --strace: the calls that reach the Sentry (sentry/strace.py)
+            from .strace import StracingDispatcher, open_strace
+
+            dispatcher = StracingDispatcher(dispatcher, open_strace(strace, str(run.dir),
+                                                                    strace_syscalls))
         blocking = any(s is not None and s.may_block for s in dispatcher.slots)
         loop = NotifyLoop(listener, dispatcher, workers=4 if blocking else 0, flush=flush,
                           on_kill=on_kill, log=log if debug else None)
