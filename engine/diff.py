@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Literal, Sequence
 
-from .plan import (ArgCond, DefaultAction, EgressRule, Mount, PathRule, Plan, PublishRule,
-                   Rlimit, Source, SyscallRule)
+from .plan import ArgCond, EgressRule, Mount, PathRule, Plan, Rlimit, Source, SyscallRule
 from .risk import LEVELS, Level, RiskBook, highest, level_rank, lower
 
 ChangeKind = Literal["added", "removed", "widened", "narrowed", "changed"]
@@ -763,7 +762,8 @@ def reaches(changes: Iterable[Change], level: Level) -> bool:
     return any(c.rank >= level_rank(level) for c in changes)
 
 
-__all__ = ["Change", "Locator", "diff_plans", "max_risk", "reaches", "DefaultAction"]
+__all__ = ["Change", "Locator", "Side", "diff_plans", "max_risk", "reaches", "parse_side",
+           "load_side", "materialise"]
 
 
 # -- inputs: files or git revisions ------------------------------------------------------

@@ -14,11 +14,11 @@ from __future__ import annotations
 import errno as _errno
 import ipaddress
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .plan import DefaultAction, Plan, Source, SyscallRule
+from .plan import DefaultAction, Plan, SyscallRule
 from .risk import Level, RiskBook
 
 # Which constant family names an argument value, by syscall and index (for snippets).
@@ -63,36 +63,19 @@ class Denial:
 # -- reading a run ---------------------------------------------------------------------
 
 def load_run(run_dir: Path) -> tuple[Plan | None, list[dict[str, Any]], dict[str, Any]]:
-    """The run's Plan (None if missing), its events and its status."""
-    plan = None
+    """The run's Plan (None if missing), its events and its status (sentry/runs.py)."""
+    from ..sentry.runs import PLAN, read_events, read_status
+
     try:
-        plan = Plan.from_json((run_dir / "plan.json").read_text())
-    except (OSError, ValueError, TypeError):
+        plan: Plan | None = Plan.from_json((run_dir / PLAN).read_text())
+    except (OSError, ValueError, TypeError, KeyError):
         plan = None
-    events: list[dict[str, Any]] = []
-    try:
-        with open(run_dir / "events.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if line:
-                    try:
-                        events.append(json.loads(line))
-                    except ValueError:
-                        continue
-    except OSError:
-        pass
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {"run": run_dir.name}
-    return plan, events, status
+    return plan, list(read_events(run_dir)), read_status(run_dir)
 
 
 def is_denial(ev: dict[str, Any]) -> bool:
-    action = ev.get("action")
-    if action in ("deny", "kill"):
-        return True
-    return ev.get("kind") in ("file", "network") and action in ("refuse", "refused", "denied")
+    """A refusal of any kind (syscall, file, network): its action is deny or kill."""
+    return ev.get("action") in ("deny", "kill")
 
 
 def _rule_where(rule: dict[str, Any] | None) -> str:
@@ -152,10 +135,6 @@ def _symbol(name: str, index: int, value: int) -> str | int:
     return value
 
 
-def _yaml_value(v: str | int) -> str:
-    return str(v)
-
-
 def suggest_syscall(name: str, arg_sets: Iterable[Iterable[int]], book: RiskBook,
                     rule: SyscallRule | DefaultAction | None = None) -> tuple[str, str]:
     """(YAML snippet, advice) allowing `name` for the argument values seen, narrowed at
@@ -173,7 +152,7 @@ def suggest_syscall(name: str, arg_sets: Iterable[Iterable[int]], book: RiskBook
         idx, values = narrowed_on
         for v in values:
             entries.append(f"    - {{name: {name}, args: [{{index: {idx}, op: eq, "
-                           f"value: {_yaml_value(_symbol(name, idx, v))}}}]}}")
+                           f"value: {_symbol(name, idx, v)}}}]}}")
     else:
         entries.append(f"    - {name}")
     snippet = "syscalls:\n  allow:\n" + "\n".join(entries) + "\n"
@@ -522,7 +501,7 @@ def merge_snippets(profile_text: str, snippets: Iterable[str],
     import io
 
     from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.comments import CommentedMap
 
     yaml = YAML()  # round-trip
     yaml.preserve_quotes = True
@@ -572,10 +551,9 @@ def merge_snippets(profile_text: str, snippets: Iterable[str],
         merge(doc, yaml.load(snippet))
     out = io.StringIO()
     yaml.dump(doc, out)
-    _ = CommentedSeq  # (imported for readers: the types merge() sees)
     return out.getvalue()
 
 
 __all__ = ["Denial", "Answer", "explain_run", "explain_syscall", "explain_path", "explain_dest",
-           "suggest_syscall", "suggest_path", "suggest_dest", "load_run", "parse_arg", "merge_snippets", "field",
-           "Source"]
+           "suggest_syscall", "suggest_path", "suggest_dest", "load_run", "parse_arg", "merge_snippets",
+           "purpose_of"]
