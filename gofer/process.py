@@ -104,9 +104,7 @@ def start_gofer(plan: Plan, child_pid: int) -> tuple[GoferHandle, socket.socket]
         chunk = os.read(ready_r, 1024)
         if not chunk:
             break
-        msg += chunk
-        if msg == b"ready":
-            break
+        msg += chunk  # until EOF: the Gofer closes the pipe right after "ready"
     os.close(ready_r)
     handle = GoferHandle(pid)
     if msg != b"ready":

@@ -25,6 +25,7 @@ import ctypes
 import errno as E
 import os
 import posixpath
+import select
 import socket
 import stat
 import threading
@@ -76,6 +77,12 @@ def _split(path: str) -> tuple[str, str]:
     k = stripped.rfind("/")
     parent = stripped[:k] or "/"
     return parent, path[k + 1:]
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLIN)
+    return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
 
 
 class FileServer:
@@ -525,8 +532,8 @@ class FileServer:
                 continue
             except OSError:
                 return
-            if not msg and not fds:
-                return  # peer closed
+            if not msg and not fds and _hung_up(sock):
+                return  # peer closed (an empty packet reads the same: tell them apart)
             if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 for fd in fds:
                     os.close(fd)
