@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the command to run (after --); default: the profile's process.command")
     parser.add_argument("--debug", action="store_true", help="write the Sentry's log (sentry.log in the run directory)")
+    parser.add_argument("--no-cache", action="store_true", help="compile the profile again even if a cached Plan matches")
     parser.add_argument("--platform", choices=("seccomp-notify", "ptrace"), default=None,
                         help="how trapped calls reach the Sentry (default: the profile's "
                         "platform, else seccomp-notify); ptrace works without user notification")
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give the program a pty: auto (when stdin and stdout are terminals), always, never")
 
 
-def load_plan(ref: str):
+def load_plan(ref: str, use_cache: bool = True):
     """A Plan from a compiled .json, a profile file, or a built-in profile name."""
     from ..engine.errors import SandboxctlError
 
@@ -54,11 +55,15 @@ def load_plan(ref: str):
         except (ValueError, TypeError, KeyError) as exc:
             raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile` ({exc})",
                                   hint="recompile it with this version of sandboxctl") from exc
-    from ..engine import compile as _compile
+    from ..engine.cache import compile_cached
+    from ..engine.extends import builtin_path, display_name
 
-    if not os.path.exists(ref) and "/" not in ref and not ref.endswith((".yaml", ".yml")):
-        return _compile.compile_builtin(ref)
-    return _compile.compile_profile(ref)
+    path, display = ref, None
+    if not os.path.exists(ref) and builtin_path(ref) is not None:
+        p = builtin_path(ref)
+        path, display = str(p), display_name(p)  # type: ignore[arg-type]
+    # Through the cache of compiled Plans: an unchanged profile skips YAML and JSON Schema.
+    return compile_cached(path, display=display, check_filter=True, use_cache=use_cache)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    plan = load_plan(args.profile)
+    plan = load_plan(args.profile, use_cache=not args.no_cache)
     if getattr(args, "platform", None) and args.platform != plan.launch.platform:
         import dataclasses
 

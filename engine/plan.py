@@ -11,6 +11,7 @@ keep `from_dict(to_dict(plan)) == plan`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -270,12 +271,19 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(tp: Any) -> dict[str, Any]:
+    # typing.get_type_hints evaluates every (string) annotation on each call: once per
+    # class is enough, and reading a Plan back is on `apply`'s start-up path.
+    return typing.get_type_hints(tp)
+
+
 def _from_plain(tp: Any, data: Any) -> Any:
     if isinstance(tp, str):
         raise TypeError(f"unresolved annotation {tp!r}")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         kwargs = {}
         for f in dataclasses.fields(tp):
             if f.name in data:
