@@ -56,12 +56,14 @@ def load_plan(ref: str, use_cache: bool = True):
             raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile` ({exc})",
                                   hint="recompile it with this version of sandboxctl") from exc
     from ..engine.cache import compile_cached
-    from ..engine.extends import builtin_path, display_name
 
     path, display = ref, None
-    if not os.path.exists(ref) and builtin_path(ref) is not None:
+    if not os.path.exists(ref):
+        from ..engine.extends import builtin_path, display_name
+
         p = builtin_path(ref)
-        path, display = str(p), display_name(p)  # type: ignore[arg-type]
+        if p is not None:
+            path, display = str(p), display_name(p)
     # Through the cache of compiled Plans: an unchanged profile skips YAML and JSON Schema.
     return compile_cached(path, display=display, check_filter=True, use_cache=use_cache)
 
