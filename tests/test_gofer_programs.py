@@ -1,0 +1,128 @@
+"""Real programs through the Gofer, end to end (`sandboxctl apply`, mediation: gofer):
+python3 importing the standard library, sh pipelines, tar, git, sqlite3 on a writable
+mount; refused accesses recorded as `file` events with the rule's file:line; a FIFO
+open blocked in one thread while another keeps working."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import textwrap
+
+import pytest
+
+from _helpers_gofer import apply, events, write_profile
+
+PROFILE = """process:
+  user: {uid: 65534, gid: 65534}
+filesystem:
+  mounts:
+    - {source: ./rw, target: /mnt}
+    - {source: ./ro, target: /srv, readonly: true}
+  deny:
+    - {path: /srv/secret/**, errno: EACCES}
+  readonly:
+    - /mnt/locked/**
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gofer-programs")
+    os.chmod(tmp, 0o755)
+    for d in ("rw", "rw/locked", "ro", "ro/secret"):
+        (tmp / d).mkdir()
+    (tmp / "ro" / "secret" / "k").write_text("SECRET")
+    (tmp / "ro" / "pub").write_text("public")
+    (tmp / "rw" / "locked" / "f").write_text("locked")
+    for d in ("rw", "rw/locked"):
+        os.chmod(tmp / d, 0o777)
+    os.chmod(tmp / "rw" / "locked" / "f", 0o666)
+    profile = write_profile(tmp, PROFILE)
+    return tmp, profile, tmp / "state"
+
+
+def test_python_sh_tar_git(setup):
+    tmp, profile, state = setup
+    script = textwrap.dedent("""
+        set -e
+        python3 -c 'import json, email, http.client, sqlite3; print("py", json.dumps([1]))'
+        printf 'b\\na\\nc\\n' | sort | tr a-z A-Z | head -2
+        cd /tmp && mkdir arch && echo hello > arch/x && tar cf /tmp/a.tar arch && tar tf a.tar
+        mkdir /tmp/repo && cd /tmp/repo && git init -q && git config user.email t@e && \
+          git config user.name t && echo v1 > f && git add f && git commit -qm first && \
+          git log --format=%s && git status --porcelain | wc -l
+        cd /usr/lib && pwd && sh -c 'pwd; test -d python3 && echo relative-ok'
+        cat /etc/hostname
+    """)
+    cp, run = apply(profile, ["sh", "-c", script], state)
+    out = cp.stdout.decode()
+    assert cp.returncode == 0, (out, cp.stderr.decode())
+    assert out.split("\n") == ["py [1]", "A", "B", "arch/", "arch/x", "first", "0", "/usr/lib",
+                               "/usr/lib", "relative-ok", "sandbox", ""]
+
+
+def test_sqlite_on_a_writable_mount(setup):
+    tmp, profile, state = setup
+    sql = "create table t(x); insert into t values (42), (43); select sum(x) from t;"
+    cp, run = apply(profile, ["sqlite3", "/mnt/db.sqlite", sql], state)
+    assert cp.returncode == 0, cp.stderr.decode()
+    assert cp.stdout.decode().strip() == "85"
+    with sqlite3.connect(tmp / "rw" / "db.sqlite") as db:  # it landed on the host
+        assert db.execute("select count(*) from t").fetchone() == (2,)
+
+
+def test_refusals_are_events_with_their_rule(setup):
+    tmp, profile, state = setup
+    script = textwrap.dedent(f"""
+        cat /srv/secret/k
+        echo x > /mnt/locked/f
+        touch /srv/new
+        ln /etc/passwd /mnt/pw
+        ln -s /srv/secret/k /mnt/s; cat /mnt/s
+        cat /proc/{os.getpid()}/status
+        echo done
+    """)
+    cp, run = apply(profile, ["sh", "-c", script], state)
+    err = cp.stderr.decode()
+    assert cp.stdout.decode() == "done\n", err
+    assert "Permission denied" in err and "Read-only file system" in err
+    assert "Invalid cross-device link" in err and "No such file" in err
+    evs = events(run, "file")
+    by = {(e["path"], e["errno_name"]): e for e in evs}
+    lines = profile.read_text().splitlines()
+    line_of = {key: next(i + 1 for i, l in enumerate(lines) if key in l)
+               for key in ("/srv/secret/**", "/mnt/locked/**")}
+    deny = by[("/srv/secret/k", "EACCES")]
+    assert deny["rule"]["file"].endswith("p.yaml")
+    assert deny["rule"]["line"] == line_of["/srv/secret/**"]
+    assert deny["op"] == "open" and deny["comm"] == "cat"
+    ro = by[("/mnt/locked/f", "EROFS")]
+    assert ro["rule"]["line"] == line_of["/mnt/locked/**"]
+    assert ("/srv/new", "EROFS") in by  # the read-only bind (kernel)
+    assert ("/mnt/pw", "EXDEV") in by  # a hard link out of its mount
+    assert (tmp / "rw" / "locked" / "f").read_text() == "locked"
+    assert not (tmp / "ro" / "new").exists()
+
+
+def test_blocking_fifo_open_does_not_stall_the_sandbox(setup):
+    tmp, profile, state = setup
+    code = textwrap.dedent("""
+        import os, threading, time
+        os.mkfifo("/tmp/f")
+        got = []
+        t = threading.Thread(target=lambda: got.append(open("/tmp/f").read()))
+        t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        for _ in range(50):
+            os.stat("/etc/passwd")
+        open("/etc/passwd").close()
+        fast = time.monotonic() - t0 < 2
+        with open("/tmp/f", "w") as w:
+            w.write("via fifo")
+        t.join()
+        print(fast, got)
+    """)
+    cp, run = apply(profile, ["python3", "-c", code], state)
+    assert cp.stdout.decode().strip() == "True ['via fifo']", cp.stderr.decode()
