@@ -69,6 +69,7 @@ PTRACE_SYSCALL_INFO_EXIT = 2
 PTRACE_SYSCALL_INFO_SECCOMP = 3
 
 WALL = 0x40000000
+SPIN = 200  # non-blocking waits before a blocking one (~40 us)
 OPTIONS = (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK
            | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP
            | PTRACE_O_EXITKILL)
@@ -222,9 +223,10 @@ class PtraceTracer:
         self._main: int | None = None
         self._killed: str | None = None
         self._calls = 0
+        from .call import Call, Continue, Errno, InjectFd, Kill, Return
+
         if self.make_call is None:
-            self.make_call = _default_make_call
-        from .call import Continue, Errno, InjectFd, Kill, Return
+            self.make_call = Call  # Call(pid, nr, args, name)
 
         self._Continue, self._Return, self._Errno = Continue, Return, Errno
         self._Kill, self._InjectFd = Kill, InjectFd
@@ -272,7 +274,14 @@ class PtraceTracer:
         main_status: int | None = None
         while main_status is None:
             try:
-                pid, status = os.waitpid(-1, WALL)
+                # Spin briefly before sleeping: a trapped call usually comes back within
+                # microseconds, and a sleep/wake-up pair costs more than the call itself.
+                for _ in range(SPIN):
+                    pid, status = os.waitpid(-1, WALL | os.WNOHANG)
+                    if pid:
+                        break
+                else:
+                    pid, status = os.waitpid(-1, WALL)
             except ChildProcessError:
                 break
             except InterruptedError:
@@ -373,9 +382,9 @@ class PtraceTracer:
         if t.inject is not None:  # one of our injected calls hit a trap: it is ours
             self._resume_tracee(pid)
             return
-        info = self._pt.syscall_info(pid)
-        nr = info.nr
-        args = tuple(info.args)
+        regs = self._pt.getregs(pid)  # kept in self._pt.regs for _skip: one GETREGS per call
+        nr = regs.orig_rax
+        args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         self._calls += 1
         if self.strace is not None and t.entry is None:
             # traced from inside this call (first stop after seize): log it from here
@@ -395,9 +404,9 @@ class PtraceTracer:
         if cls is self._Continue:
             self._resume_tracee(pid)
         elif cls is self._Return:
-            self._skip(t, int(decision.value))
+            self._skip(t, int(decision.value), regs)
         elif cls is self._Errno:
-            self._skip(t, -int(decision.errno))
+            self._skip(t, -int(decision.errno), regs)
         elif cls is self._InjectFd:
             _FdInjection.start(self, t, decision)
         elif cls is self._Kill:
@@ -405,8 +414,8 @@ class PtraceTracer:
         else:  # not a Decision: fail closed
             self._kill(t, f"{name}: handler returned {decision!r}", call, None)
 
-    def _skip(self, t: _Tracee, value: int) -> None:
-        regs = self._pt.getregs(t.pid)
+    def _skip(self, t: _Tracee, value: int, regs: Any) -> None:
+        """Skip the call at its seccomp stop; `regs` is self._pt.regs as read there."""
         regs.orig_rax = _SKIP
         regs.rax = value & _U64
         self._pt.setregs(t.pid)
@@ -631,7 +640,7 @@ def _tgid(tid: int) -> int:
 def _default_make_call(pid: int, nr: int, args: tuple, name: str) -> Any:
     from .call import Call
 
-    return Call(pid=pid, nr=nr, args=args, name=name)
+    return Call(pid, nr, args, name)
 
 
 # -- launching ----------------------------------------------------------------------

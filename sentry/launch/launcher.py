@@ -315,6 +315,8 @@ def _warm_imports(plan: Plan) -> None:
     names = [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
     if plan.gofer.mediation == "gofer":
         names += [f"sandboxctl.gofer.{m}" for m in _GOFER_MODULES]
+    if plan.launch.platform == "ptrace":  # python-ptrace (~100 ms) for the tracing Sentry
+        names += ["ptrace.debugger", "ptrace.syscall", "ptrace.func_call"]
     for name in names:
         try:
             importlib.import_module(name)
