@@ -59,3 +59,31 @@ def line_of(path: Path, needle: str) -> int:
         if needle in line:
             return i
     raise AssertionError(f"{needle!r} not in {path}")
+
+
+def cli(*args: str, cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`sandboxctl ARGS` run in this process (for diff and explain, which do not fork):
+    the same main() as the installed command, without an interpreter start per call."""
+    import contextlib
+    import io
+
+    from sandboxctl.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd = os.getcwd()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(old_cwd)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["sandboxctl", *args], code, out.getvalue(), err.getvalue())

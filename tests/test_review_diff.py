@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers_review import line_of, profile_text, sandboxctl, write
+from _helpers_review import cli, line_of, profile_text, sandboxctl, write
 
 from sandboxctl.engine.compile import compile_profile
 from sandboxctl.engine.diff import diff_plans
@@ -258,11 +258,11 @@ def test_cli_fail_on_and_json(tmp_path):
     # Same diff, a threshold nothing reaches is impossible (critical is the top) -> use a
     # low-risk change and --fail-on medium: exit 0; --fail-on low: exit 1.
     old, new = _cli_pair(tmp_path, {"resources": "resources: {memory: 1Gi, pids: 64}\n"})
-    assert sandboxctl("diff", str(old), str(new), "--fail-on", "medium").returncode == 0
-    assert sandboxctl("diff", str(old), str(new), "--fail-on", "low").returncode == 1
+    assert cli("diff", str(old), str(new), "--fail-on", "medium").returncode == 0
+    assert cli("diff", str(old), str(new), "--fail-on", "low").returncode == 1
     # No --fail-on: a report, exit 0 even for critical changes.
     old, new = _cli_pair(tmp_path, {"syscalls": sys_section(default="{action: allow}")})
-    assert sandboxctl("diff", str(old), str(new)).returncode == 0
+    assert cli("diff", str(old), str(new)).returncode == 0
 
 
 def test_cli_markdown_and_plain(tmp_path):

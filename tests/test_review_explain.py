@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers_review import line_of, sandboxctl, write
+from _helpers_review import cli, line_of, sandboxctl, write
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = REPO / "profiles" / "default.yaml"
@@ -77,7 +77,7 @@ def test_explain_names_each_denial_and_its_fix_works(tmp_path):
     first = _run(tmp_path, profile, sys.executable, str(prog))
     assert first.returncode == 1, first.stdout + first.stderr
     env = {"SANDBOXCTL_STATE_DIR": str(tmp_path / "state")}
-    r = sandboxctl("explain", "--json", cwd=tmp_path, env=env)
+    r = cli("explain", "--json", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     by = {d["subject"]: d for d in data["denials"]}
@@ -115,7 +115,7 @@ def test_explain_names_each_denial_and_its_fix_works(tmp_path):
     second = _run(tmp_path, profile, sys.executable, str(prog))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "unshare -1 1" in second.stdout
-    again = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=env).stdout)
+    again = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)
     assert [d["subject"] for d in again["denials"]] == ["unshare"]
 
 
@@ -137,7 +137,7 @@ def test_default_action_denial_is_narrowed_by_what_was_seen(tmp_path):
     res = _run(tmp_path, profile, sys.executable, str(prog))
     assert res.returncode == 3, res.stdout + res.stderr
     env = {"SANDBOXCTL_STATE_DIR": str(tmp_path / "state")}
-    data = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=env).stdout)
+    data = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)
     sock = next(d for d in data["denials"] if d["subject"] == "socket")
     assert sock["errno"] == "EACCES" and sock["count"] == 1  # the program stops at the first
     assert sock["rule_where"] == f"allowlist.yaml:{line_of(profile, 'default: {action: deny')}:3"
@@ -145,37 +145,37 @@ def test_default_action_denial_is_narrowed_by_what_was_seen(tmp_path):
     assert sock["suggestion"] == ("syscalls:\n  allow:\n"
                                   "    - {name: socket, args: [{index: 0, op: eq, value: AF_UNIX}]}\n")
     # Apply, run again: now AF_INET is the next refusal, narrowed to AF_INET alone.
-    assert sandboxctl("explain", "--apply", str(profile), cwd=tmp_path, env=env).returncode == 0
+    assert cli("explain", "--apply", str(profile), cwd=tmp_path, env=env).returncode == 0
     assert _run(tmp_path, profile, sys.executable, str(prog)).returncode == 3
-    data = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=env).stdout)
+    data = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)
     sock = next(d for d in data["denials"] if d["subject"] == "socket")
     assert sock["call"].startswith("socket(AF_INET, SOCK_STREAM")
     assert "value: AF_INET}" in sock["suggestion"] and "AF_UNIX" not in sock["suggestion"]
-    assert sandboxctl("explain", "--apply", str(profile), cwd=tmp_path, env=env).returncode == 0
+    assert cli("explain", "--apply", str(profile), cwd=tmp_path, env=env).returncode == 0
     final = _run(tmp_path, profile, sys.executable, str(prog))
     assert final.returncode == 0, final.stdout + final.stderr
     # socket(AF_INET6) is still refused: the profile allows only what was seen.
-    h = json.loads(sandboxctl("explain", "-p", str(profile), "socket", "AF_INET6", "--json").stdout)
+    h = json.loads(cli("explain", "-p", str(profile), "socket", "AF_INET6", "--json").stdout)
     assert h["allowed"] is False
 
 
 def test_hypothetical_syscalls(tmp_path):
     profile = write(tmp_path / "h.yaml", PROFILE)
-    r = sandboxctl("explain", "--profile", str(profile), "socket", "AF_INET", "SOCK_STREAM", "--json")
+    r = cli("explain", "--profile", str(profile), "socket", "AF_INET", "SOCK_STREAM", "--json")
     a = json.loads(r.stdout)
     assert a["allowed"] is False and a["outcome"] == "deny EPERM"
     assert a["rule_where"].endswith(f"h.yaml:{line_of(profile, 'value: AF_INET}')}:7")
     assert a["query"] == "socket(AF_INET, SOCK_STREAM)"
     assert "value: AF_INET}" in a["suggestion"]
-    b = json.loads(sandboxctl("explain", "-p", str(profile), "socket", "AF_UNIX", "--json").stdout)
+    b = json.loads(cli("explain", "-p", str(profile), "socket", "AF_UNIX", "--json").stdout)
     assert b["allowed"] is True and b["outcome"] == "allow"
     assert b["rule_where"].split(":")[0].endswith("default.yaml")  # the default action
-    c = json.loads(sandboxctl("explain", "-p", str(profile), "ptrace", "--json").stdout)
+    c = json.loads(cli("explain", "-p", str(profile), "ptrace", "--json").stdout)
     assert c["allowed"] is False and c["risk"] == "critical"
     assert c["advice"].startswith("do not allow ptrace")
-    u = json.loads(sandboxctl("explain", "-p", str(profile), "uname", "--json").stdout)
+    u = json.loads(cli("explain", "-p", str(profile), "uname", "--json").stdout)
     assert u["outcome"] == "emulate" and u["allowed"] is True
-    bad = sandboxctl("explain", "-p", str(profile), "sockett")
+    bad = cli("explain", "-p", str(profile), "sockett")
     assert bad.returncode == 1 and "did you mean socket" in bad.stderr
     human = sandboxctl("explain", "-p", str(profile), "memfd_create").stdout
     assert human.startswith("memfd_create(...): refused (deny EPERM)")
@@ -200,7 +200,7 @@ def test_hypothetical_paths_and_destinations(tmp_path):
     """))
 
     def ask(*q: str) -> dict:
-        r = sandboxctl("explain", "-p", str(profile), *q, "--json")
+        r = cli("explain", "-p", str(profile), *q, "--json")
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
@@ -222,7 +222,7 @@ def test_hypothetical_paths_and_destinations(tmp_path):
     assert no["risk"] == "high"  # an internal address
     # A profile without a network: the suggestion turns the netstack on.
     nonet = write(tmp_path / "nonet.yaml", PROFILE)
-    n = json.loads(sandboxctl("explain", "-p", str(nonet), "93.184.215.14:443", "--json").stdout)
+    n = json.loads(cli("explain", "-p", str(nonet), "93.184.215.14:443", "--json").stdout)
     assert n["allowed"] is False and "mode: netstack" in n["suggestion"]
     assert n["risk"] == "medium"
 
@@ -288,7 +288,7 @@ def test_file_and_network_denials_of_a_real_sandbox(tmp_path):
         first = sandboxctl("apply", "file-net.yaml", "--", "python3", "/data/prog.py",
                            cwd=tmp_path, env=env)
         assert first.returncode == 1, first.stdout + first.stderr
-        data = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=env).stdout)
+        data = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)
         by = {(d["kind"], d["subject"]): d for d in data["denials"]}
         f = by[("file", "/data/private/k.txt")]
         assert f["rule_where"] == f"file-net.yaml:{line_of(profile, '- /data/private/**')}:7"

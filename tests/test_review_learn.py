@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers_review import sandboxctl, write
+from _helpers_review import cli, sandboxctl, write
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -73,7 +73,7 @@ def test_learn_python_script(tmp_path):
                        "    print('refused', e.errno)\n",
                        cwd=tmp_path, env=_env(tmp_path))
     assert "refused 1" in probe.stdout, probe.stdout + probe.stderr
-    why = json.loads(sandboxctl("explain", "--json", cwd=tmp_path, env=_env(tmp_path)).stdout)
+    why = json.loads(cli("explain", "--json", cwd=tmp_path, env=_env(tmp_path)).stdout)
     memfd = next(d for d in why["denials"] if d["subject"] == "memfd_create")
     assert memfd["rule_where"].startswith("app.yaml:") and "default action" in memfd["rule_text"]
 
@@ -91,7 +91,7 @@ def test_learn_coreutils_pipeline(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.split() == ["10", "Linux"]
     assert (tmp_path / "out.txt").read_text() == "baa\njj\nji\n"
-    h = json.loads(sandboxctl("explain", "-p", str(tmp_path / "pipe.yaml"), "socket", "AF_INET",
+    h = json.loads(cli("explain", "-p", str(tmp_path / "pipe.yaml"), "socket", "AF_INET",
                               "--json").stdout)
     assert h["allowed"] is False and h["outcome"] == "deny EPERM"
 
@@ -133,13 +133,13 @@ def test_learn_network_client(tmp_path, http_server):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "200 learned" in ran.stdout
     # Never made: an IPv6 socket, and another port of the same host.
-    v6 = json.loads(sandboxctl("explain", "-p", str(tmp_path / "client.yaml"), "socket",
+    v6 = json.loads(cli("explain", "-p", str(tmp_path / "client.yaml"), "socket",
                                "AF_INET6", "--json").stdout)
     assert v6["allowed"] is False
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         other = s.getsockname()[1]
-    dest = json.loads(sandboxctl("explain", "-p", str(tmp_path / "client.yaml"),
+    dest = json.loads(cli("explain", "-p", str(tmp_path / "client.yaml"),
                                  f"127.0.0.1:{other}", "--json").stdout)
     assert dest["allowed"] is False
 
