@@ -307,3 +307,25 @@ def test_file_and_network_denials_of_a_real_sandbox(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_killed_run_is_explained(tmp_path):
+    profile = write(tmp_path / "kill.yaml", textwrap.dedent("""\
+        apiVersion: sandboxctl/v1
+        kind: SandboxProfile
+        metadata: {name: kill}
+        extends: default
+        filesystem: {mediation: direct}
+        syscalls:
+          kill: [memfd_create]
+    """))
+    prog = write(tmp_path / "k.py", "import os\nos.memfd_create('x')\nprint('survived')\n")
+    res = _run(tmp_path, profile, sys.executable, str(prog))
+    assert res.returncode == 128 + 9 and "survived" not in res.stdout, res.stdout + res.stderr
+    env = {"SANDBOXCTL_STATE_DIR": str(tmp_path / "state")}
+    data = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)
+    d = next(x for x in data["denials"] if x["subject"] == "memfd_create")
+    assert d["action"] == "kill" and d["errno"] == ""
+    assert d["rule_where"] == f"kill.yaml:{line_of(profile, 'kill: [memfd_create]')}:10"
+    human = cli("explain", cwd=tmp_path, env=env).stdout
+    assert "→ kill" in human and "(signal 9)" in human
