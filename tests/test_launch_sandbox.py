@@ -203,3 +203,17 @@ def test_overlay_dir_upper_layer_kept_or_removed(tmp_path, state, keep):
         assert r.stdout == "kept\n", r.stderr
     else:
         assert list(upper.iterdir()) == []
+
+
+def test_stdio_passes_through(tmp_path, state):
+    import subprocess
+
+    from _helpers_launch import apply_cmd, env_for
+
+    prof = write_profile(tmp_path)
+    data = "".join(f"line {i}\n" for i in range(20000))
+    r = subprocess.run(apply_cmd(prof, "sh", "-c", "wc -l; echo to-stderr >&2"), input=data,
+                       capture_output=True, text=True, env=env_for(state), timeout=30)
+    assert r.returncode == 0
+    assert r.stdout.strip() == "20000"
+    assert r.stderr == "to-stderr\n"
