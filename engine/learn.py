@@ -300,6 +300,18 @@ def _write_mounts(obs: Observed, book: RiskBook, cwd: str) -> list[str]:
     return top
 
 
+MAX_READONLY_RULES = 32
+
+
+def _read_only_inputs(obs: Observed, *writable_dirs: list[str]) -> list[str]:
+    """Existing regular files under the writable mounts that the command read and never
+    wrote: read-only path rules for them (at most MAX_READONLY_RULES; none if more)."""
+    dirs = [d for ds in writable_dirs for d in ds]
+    files = sorted(p for p in obs.read - obs.written
+                   if any(_under(p, d) and p != d for d in dirs) and os.path.isfile(p))
+    return files if len(files) <= MAX_READONLY_RULES else []
+
+
 def learned_profile(command: list[str], cwd: str, obs: Observed, book: RiskBook, *,
                     name: str | None = None, network: bool = False) -> str:
     allow, commented = _syscall_entries(obs, book)
@@ -345,6 +357,11 @@ def learned_profile(command: list[str], cwd: str, obs: Observed, book: RiskBook,
         out.append("    # other host directories the command wrote to (writes persist on the host)")
         out.extend(f"    - {{source: {json.dumps(d)}, target: {json.dumps(d)}, readonly: false}}"
                    for d in mounts)
+    keep = _read_only_inputs(obs, [cwd] if cwd_written and mount else [], mounts)
+    if keep:
+        out.append("  # files in the writable directories the command only read: keep them so")
+        out.append("  readonly:")
+        out.extend(f"    - {json.dumps(p)}" for p in keep)
     if network and obs.dests:
         out += ["network:", "  mode: netstack", "  egress:"]
         for (dest, port, proto), host in sorted(obs.dests.items()):

@@ -67,6 +67,12 @@ def test_learn_python_script(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "ok [1, 2, 3]" in ran.stdout
     assert json.loads((tmp_path / "result.json").read_text())["nums"] == [1, 2, 3]
+    # Its inputs in the writable working directory are kept read-only by path rules.
+    assert f'  readonly:\n    - "{tmp_path / "app.py"}"\n    - "{tmp_path / "data.txt"}"\n' in text
+    tamper = sandboxctl("apply", "app.yaml", "--", "python3", "-c",
+                        "try:\n    open('data.txt', 'a')\nexcept OSError as e:\n"
+                        "    print('refused', e.errno)\n", cwd=tmp_path, env=_env(tmp_path))
+    assert "refused 30" in tamper.stdout, tamper.stdout + tamper.stderr  # EROFS
     # A call the script never made is refused, and explain says it is the learned default.
     probe = sandboxctl("apply", "app.yaml", "--", "python3", "-c",
                        "import os\ntry:\n    os.memfd_create('x')\nexcept OSError as e:\n"
