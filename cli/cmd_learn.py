@@ -65,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+    if not result.observed.calls:
+        raise SandboxctlError(
+            f"nothing was recorded: {command[0]} did not run in the sandbox "
+            f"(exit status {result.exit_code}), so no profile was written.",
+            hint="check that the command exists and runs: sandboxctl apply default -- "
+                 + " ".join(command))
     out_dir = os.path.dirname(os.path.abspath(args.output)) if args.output else None
     fd, tmp = tempfile.mkstemp(prefix=".learned-", suffix=".yaml", dir=out_dir)
     try:

@@ -153,6 +153,10 @@ def test_learn_network_client(tmp_path, http_server):
 def test_learn_to_stdout_and_errors(tmp_path):
     r = sandboxctl("learn", cwd=tmp_path, env=_env(tmp_path))
     assert r.returncode == 1 and "learn needs a command" in r.stderr
+    r = sandboxctl("learn", "-o", "x.yaml", "--", "no-such-command-here", cwd=tmp_path,
+                   env=_env(tmp_path))
+    assert r.returncode == 1 and "nothing was recorded" in r.stderr
+    assert not (tmp_path / "x.yaml").exists()
     # Without -o the profile is standard output; the command's output goes to stderr.
     r = sandboxctl("learn", "--", "sh", "-c", "echo from-the-command", cwd=tmp_path,
                    env=_env(tmp_path))
