@@ -458,6 +458,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
     run_rec = new_run(plan, list(argv))
+    # a run that fails to start still gets its status.json (exit_code null)
+    session.on_close(lambda: None if run_rec.status.get("ended") else run_rec.finish(None))
     _warm_imports(plan)
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
@@ -494,7 +496,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                 error = _read_error(err_r)
             break
     if error is not None:
-        run_rec.finish(None)
         raise error
     sentry = None
     handles: list[Any] = []
