@@ -54,6 +54,14 @@ def run_direct(plan: Plan, argv: Sequence[str], env: Mapping[str, str] | None = 
             for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
                 if fd is not None:
                     os.dup2(fd, target)
+            # the program gets exactly stdin, stdout and stderr (and the report pipe
+            # until the exec); whatever the caller leaked stays out
+            for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+                if fd > 2 and fd != w:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             # No capability survives into the program (the launcher cuts them to the
             # profile's list; here: none), so the capability-less Sentry may read it.
             drop_capabilities()

@@ -204,3 +204,46 @@ int main(void) {
     return 0;
 }
 '''
+
+
+INJECT_PATH = ""  # set by the test before the Sentry is forked
+
+
+def inject_file(ctx, call, mem):
+    """Open INJECT_PATH in the Sentry and install it in the caller (ADDFD|SEND)."""
+    import os
+
+    from sandboxctl.sentry.call import InjectFd
+
+    return InjectFd(os.open(INJECT_PATH, os.O_RDONLY), cloexec=True)
+
+
+def with_inject_handler(monkeypatch, path: str) -> None:
+    import _helpers_sentry
+    from sandboxctl.sentry import dispatch, table
+
+    monkeypatch.setattr(_helpers_sentry, "INJECT_PATH", path)
+    real = table.load_table
+
+    def load():
+        t = dict(real())
+        t["inject"] = table.Entry("_helpers_sentry:inject_file", "partial", "test")
+        return t
+
+    monkeypatch.setattr(dispatch, "load_table", load)
+
+
+C_PROGRAMS["inject"] = r'''
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    long fd = syscall(SYS_getppid);
+    char buf[64] = {0};
+    long n = fd >= 0 ? read((int)fd, buf, sizeof buf - 1) : -1;
+    int fl = fd >= 0 ? fcntl((int)fd, F_GETFD) : -1;
+    printf("fd=%ld cloexec=%d data=%s\n", fd, (fl & FD_CLOEXEC) ? 1 : 0, n > 0 ? buf : "");
+    return 0;
+}
+'''

@@ -167,3 +167,26 @@ def test_not_executable_is_126_and_missing_path_127(tmp_path):
     assert res.exit_code == 126 and "cannot run: Permission denied" in err
     res, out, err = _run(make_plan(), [str(tmp_path / "nope")], tmp_path)
     assert res.exit_code == 127 and "nope: cannot run: No such file or directory" in err
+
+
+def test_inject_fd_installs_a_sentry_descriptor(tmp_path, progs, monkeypatch):
+    from _helpers_sentry import with_inject_handler
+
+    secret = tmp_path / "served.txt"
+    secret.write_text("from-the-sentry")
+    with_inject_handler(monkeypatch, str(secret))
+    extra = (rule("getppid", 110, "emulate", handler="inject"),)
+    res, out, err = _run(make_plan(extra=extra), [progs["inject"]], tmp_path)
+    assert res.exit_code == 0, err
+    # the lowest free descriptor (0-2 are stdio), close-on-exec as asked, readable
+    assert out.strip() == "fd=3 cloexec=1 data=from-the-sentry"
+
+
+def test_program_gets_only_stdio(tmp_path):
+    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable, as a careless caller would leave it
+    os.set_inheritable(leaked, True)
+    try:
+        res, out, err = _run(make_plan(), ["sh", "-c", "ls /proc/$$/fd"], tmp_path)
+    finally:
+        os.close(leaked)
+    assert out.split() == ["0", "1", "2"], err  # no listener, no report pipe, no leak
