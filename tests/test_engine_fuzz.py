@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sandboxctl.engine.compile import compile_profile
 from sandboxctl.engine.errors import ProfileError
+from sandboxctl.engine.filter import build_filter
+from sandboxctl.engine.plan import Plan
 
 from _helpers_engine import REPO
 
@@ -26,9 +28,13 @@ def run_bytes(data: bytes) -> None:
     (path.parent / "python-app").mkdir(exist_ok=True)
     path.write_bytes(data)
     try:
-        compile_profile(path)
+        plan = compile_profile(path)
     except ProfileError as exc:
         assert exc.diagnostics and all(d.line >= 1 and d.col >= 1 for d in exc.diagnostics)
+        return
+    # A profile that validates compiles to a Plan that round-trips and a filter libseccomp takes.
+    assert Plan.from_json(plan.to_json()) == plan
+    build_filter(plan)
 
 
 @SETTINGS
@@ -88,3 +94,47 @@ docs = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4)
 def test_random_documents(doc):
     doc = {"apiVersion": "sandboxctl/v1", "kind": "SandboxProfile", **doc}
     run_bytes(json.dumps(doc, default=str).encode())  # JSON is YAML
+
+
+def _leaf_paths(value, prefix=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaf_paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaf_paths(v, prefix + (i,))
+    yield prefix
+
+
+def _example_doc() -> dict:
+    from sandboxctl.engine.yamlload import load_text
+
+    doc = load_text(EXAMPLE, "x").plain()
+    doc.update(load_text(DEFAULT, "d").plain())  # a full document of every section
+    doc.pop("extends", None)
+    return doc
+
+
+_DOC = _example_doc()
+_PATHS = [p for p in _leaf_paths(_DOC) if p]
+
+
+def _replace(doc, path, value):
+    doc = json.loads(json.dumps(doc))
+    cur = doc
+    for p in path[:-1]:
+        cur = cur[p]
+    cur[path[-1]] = value
+    return doc
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), docs), min_size=1, max_size=3))
+def test_valid_document_with_replaced_values(changes):
+    doc = _DOC
+    for path, value in changes:
+        try:
+            doc = _replace(doc, path, value)
+        except (KeyError, IndexError, TypeError):
+            continue
+    run_bytes(json.dumps(doc, default=str).encode())
