@@ -125,3 +125,32 @@ def test_validate_example_in_the_docs(tmp_path):
         """)
     r = cli("validate", "bad.yaml", cwd=tmp_path, env={"SANDBOXCTL_CACHE_DIR": str(tmp_path)})
     assert r.stdout == block
+
+
+def test_rich_output_on_a_terminal(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    bad = write(tmp_path, "bad.yaml", "syscalls:\n  allow: [ptrce]\n")
+    master, slave = pty.openpty()
+    env = {**os.environ, "SANDBOXCTL_CACHE_DIR": str(tmp_path), "COLUMNS": "200", "TERM": "xterm"}
+    p = subprocess.run([sys.executable, "-m", "sandboxctl.cli", "validate", str(bad),
+                        "profiles/default.yaml"], cwd=REPO, env=env, stdout=slave,
+                       stderr=subprocess.PIPE, timeout=60)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    text = out.decode()
+    assert p.returncode == 2
+    assert "\x1b[" in text  # styled
+    assert "✗" in text and "✓" in text and "did you mean 'ptrace'?" in text
