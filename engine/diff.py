@@ -146,13 +146,30 @@ def _default_policy(plan: Plan) -> _Policy:
     return _Policy((), d.action, d.errno, None, True, d.source)
 
 
+def _only_mediation(a: _Policy, b: _Policy) -> bool:
+    """The call moved between the Gofer (emulate) and the kernel (allow) and nothing else:
+    a consequence of filesystem.mediation, which has its own row."""
+    return ({a.uncond_action, b.uncond_action} == {"emulate", "allow"}
+            and a.key()[0] == b.key()[0])
+
+
+def mediation_moves(old: Plan, new: Plan) -> list[str]:
+    """Calls that only moved between the Gofer and the kernel."""
+    if old.gofer.mediation == new.gofer.mediation:
+        return []
+    po, pn = _policies(old), _policies(new)
+    return sorted(n for n in set(po) | set(pn)
+                  if _only_mediation(po.get(n, _default_policy(old)), pn.get(n, _default_policy(new))))
+
+
 def _syscall_changes(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
     po, pn = _policies(old), _policies(new)
+    folded = set(mediation_moves(old, new))
     out: list[Change] = []
     for name in sorted(set(po) | set(pn)):
         a = po.get(name, _default_policy(old))
         b = pn.get(name, _default_policy(new))
-        if a.key() == b.key():
+        if a.key() == b.key() or name in folded:
             continue
         sr = book.syscall(name)
         ow, nw = _where(a.first_source()), _where(b.first_source())
@@ -417,12 +434,15 @@ def _mediation_changes(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
     if a == b:
         return []
     w = (old.profile_file, new.profile_file)
+    moved = mediation_moves(old, new)
+    calls = f" ({len(moved)} path calls: {', '.join(moved[:4])}{', ...' if len(moved) > 4 else ''})" \
+        if moved else ""
     if b == "direct":
         return [Change("mediation", "filesystem.mediation", "widened", a, b, "high",
-                       "the kernel opens paths itself: the Gofer no longer resolves them, so "
-                       "path rules rely on mounts alone", *w)]
+                       f"the kernel opens paths itself{calls}: the Gofer no longer resolves "
+                       "them, so path rules rely on mounts alone", *w)]
     return [Change("mediation", "filesystem.mediation", "narrowed", a, b, "info",
-                   "every path is resolved by the Gofer", *w)]
+                   f"every path is resolved by the Gofer{calls}", *w)]
 
 
 # -- network ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ exit codes. Profiles are real files compiled by the real compiler."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -205,6 +206,15 @@ def test_no_change_for_same_resolved_profile(base_dir, base_plan):
                  "resources:\n  pids: 64\n  memory: 268435456\nmetadata:\n  name: review-base\n")
     new = write(base_dir / "same.yaml", flipped)
     assert diff_plans(base_plan, compile_profile(new), BOOK) == []
+
+
+def test_mediation_is_one_row_not_one_per_path_call(base_dir):
+    gofer = compile_profile(write(base_dir / "gofer.yaml", profile_text({"syscalls": None})))
+    direct = compile_profile(write(base_dir / "direct.yaml", profile_text(
+        {"syscalls": None, "filesystem": "filesystem:\n  readonly: [/data/**]\n  mediation: direct\n"})))
+    changes = diff_plans(gofer, direct, BOOK)
+    assert [(c.what, c.risk) for c in changes] == [("mediation", "high")], changes
+    assert re.search(r"\(3\d path calls: access, ", changes[0].why), changes[0].why
 
 
 def test_network_mode_both_ways(base_dir, base_plan):
