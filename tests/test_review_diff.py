@@ -214,7 +214,7 @@ def test_mediation_is_one_row_not_one_per_path_call(base_dir):
         {"syscalls": None, "filesystem": "filesystem:\n  readonly: [/data/**]\n  mediation: direct\n"})))
     changes = diff_plans(gofer, direct, BOOK)
     assert [(c.what, c.risk) for c in changes] == [("mediation", "high")], changes
-    assert re.search(r"\(3\d path calls: access, ", changes[0].why), changes[0].why
+    assert re.search(r"\(\d+ path calls: access, ", changes[0].why), changes[0].why
 
 
 def test_network_mode_both_ways(base_dir, base_plan):
