@@ -154,3 +154,29 @@ def test_rich_output_on_a_terminal(tmp_path):
     assert p.returncode == 2
     assert "\x1b[" in text  # styled
     assert "✗" in text and "✓" in text and "did you mean 'ptrace'?" in text
+
+
+def test_readme_tour_profile_is_valid(tmp_path):
+    from sandboxctl.engine.compile import compile_profile
+
+    text = (REPO / "README.md").read_text()
+    tour = text.split("## A tour of the profile format", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", tour, re.S).group(1)
+    (tmp_path / "python-app").mkdir()
+    p = tmp_path / "tour.yaml"
+    p.write_text(block)
+    plan = compile_profile(p)
+    assert plan.launch.command == ("python3", "/work/app.py")
+    assert plan.seccomp.default.action == "deny"
+
+
+def test_profile_format_doc_example_is_valid(tmp_path):
+    from sandboxctl.engine.compile import compile_profile
+
+    block = re.search(r"```yaml\n(apiVersion.*?)```", DOC.read_text(), re.S).group(1)
+    (tmp_path / "app").mkdir()
+    p = tmp_path / "full.yaml"
+    p.write_text(block)
+    plan = compile_profile(p)
+    assert plan.network.mode == "netstack" and plan.launch.capabilities == ("CAP_NET_BIND_SERVICE",)
+    assert [r.action for r in plan.seccomp.rules if r.name == "ptrace"] == ["kill"]
