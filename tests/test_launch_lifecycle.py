@@ -262,3 +262,15 @@ def test_sentry_death_kills_the_sandbox_and_says_why(tmp_path, state):
     assert p.returncode == 128 + signal.SIGKILL
     assert "Sentry" in err
     _assert_clean(p.pid, m)
+
+
+def test_cgroup_limits_bind_the_program(tmp_path, state):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create cgroups")
+    prof = write_profile(tmp_path, "resources: {memory: 48Mi, pids: 16}\n")
+    r = apply(prof, "python3", "-c", "b = bytearray(200 << 20); print('allocated')", state=state)
+    assert r.returncode == 128 + signal.SIGKILL  # the memory cgroup's OOM killer
+    assert "allocated" not in r.stdout
+    r = apply(prof, "sh", "-c", "for i in $(seq 30); do sleep 1 & done 2>&1; echo done",
+              state=state)
+    assert "Cannot fork" in r.stdout + r.stderr
