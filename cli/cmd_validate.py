@@ -6,6 +6,7 @@ invalid.
 examples:
   sandboxctl validate profiles/default.yaml
   sandboxctl validate profiles/examples/*.yaml
+  sandboxctl validate default python-script        # built-in profiles by name
   sandboxctl validate --json my-profile.yaml | jq '.[0].errors'
 """
 
@@ -16,20 +17,28 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile files to check")
+    parser.add_argument("profiles", nargs="+", metavar="PROFILE",
+                        help="profile files to check (or built-in profile names)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-cache", action="store_true",
                         help="ignore the cache of profiles already compiled")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from ..engine.cache import compile_cached
     from ..engine.errors import ProfileError
+    from ..engine.extends import builtin_path, display_name
 
     results = []
     for path in args.profiles:
+        target, display = path, None
+        if not os.path.exists(path) and builtin_path(path) is not None:
+            target, display = str(builtin_path(path)), display_name(builtin_path(path))  # type: ignore[arg-type]
         try:
-            plan = compile_cached(path, use_cache=not args.no_cache, check_filter=True)
+            plan = compile_cached(target, display=display, use_cache=not args.no_cache,
+                                  check_filter=True)
             results.append({"file": path, "valid": True, "errors": [],
                             "rules": len(plan.seccomp.rules)})
         except ProfileError as exc:

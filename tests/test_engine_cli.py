@@ -31,6 +31,9 @@ def test_validate_ok_and_invalid_exit_status(tmp_path):
     assert "hint: did you mean 'ptrace'?" in r.stdout
     assert f"{bad}:7:3: error: network `egress` rules contradict mode none" in r.stdout
     assert "profiles/default.yaml: ok" in r.stdout
+    r = cli("validate", "default", "no-such-profile", env=env)
+    assert r.returncode == 2 and "default: ok" in r.stdout
+    assert "no-such-profile:1:1: error: no such profile file" in r.stdout
 
 
 def test_validate_json(tmp_path):
