@@ -101,7 +101,10 @@ def explain_run(run_dir: Path, book: RiskBook) -> list[Denial]:
             continue
         kind = ev.get("kind", "syscall")
         if kind == "file":
-            key = (kind, ev.get("path", "?"), _rule_where(ev.get("rule")))
+            # One row per path rule (its fix is the same for every path it hides);
+            # refusals without a rule, one row per path.
+            rule_at = _rule_where(ev.get("rule"))
+            key = (kind, "", rule_at) if rule_at else (kind, ev.get("path", "?"), "")
         elif kind == "network":
             key = (kind, f"{ev.get('host') or ev.get('dest')}:{ev.get('port')}",
                    ev.get("protocol", ""))
@@ -229,14 +232,16 @@ def _decode(name: str, args: Any) -> str:
 def _file_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook) -> Denial:
     ev = evs[0]
     path = ev.get("path", "?")
+    paths = list(dict.fromkeys(str(e.get("path", "?")) for e in evs))
+    subject = path if len(paths) == 1 else f"{path} (+{len(paths) - 1} more paths)"
     where = _rule_where(ev.get("rule"))
     text = (ev.get("rule") or {}).get("text", "")
     ops = sorted({str(e.get("op", "open")) for e in evs})
-    examples = tuple(dict.fromkeys(e.get("decoded") or f"{e.get('op', 'open')} {path}"
+    examples = tuple(dict.fromkeys(e.get("decoded") or f"{e.get('op', 'open')} {e.get('path')}"
                                    for e in evs))
     snippet, advice = suggest_path(plan, path, ops, book)
-    secret = book.is_secret_glob(path)
-    return Denial("file", path, examples[0], len(evs), ev.get("action", "deny"),
+    secret = any(book.is_secret_glob(p) for p in paths)
+    return Denial("file", subject, examples[0], len(evs), ev.get("action", "deny"),
                   ev.get("errno_name", ""), where, text,
                   f"{'/'.join(ops)} a file", "high" if secret else "medium",
                   "the path may hold secrets" if secret else
