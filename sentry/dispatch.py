@@ -37,6 +37,13 @@ class Slot:
     handler: Handler | None  # for emulate / observed calls
     may_block: bool = False
     observes: bool = False  # the handler may CONTINUE after reading memory (table.Entry)
+    direct: bool = False  # a fixed rule served by its handler: the trap path's fast case
+
+    @classmethod
+    def make(cls, rule: SyscallRule | DefaultAction | None, handler: Handler | None,
+             may_block: bool = False, observes: bool = False) -> "Slot":
+        direct = handler is not None and rule is not None and rule.action in ("emulate", "allow")
+        return cls(rule, handler, may_block, observes, direct)
 
 
 def rule_ref(rule: SyscallRule | DefaultAction) -> dict[str, Any] | None:
@@ -58,6 +65,7 @@ class Dispatcher:
             if 0 <= nr < NR_MAX:
                 self.slots[nr] = self._build_slot(nr)
 
+
     # -- set-up ---------------------------------------------------------------------
     def _handler(self, name: str | None) -> tuple[Handler | None, bool, bool]:
         if not name:
@@ -73,8 +81,8 @@ class Dispatcher:
         hname = getattr(rule, "handler", None)
         if rule.action == "emulate" or (rule.action == "allow" and hname):
             h, block, observes = self._handler(hname or sysname)
-            return Slot(rule, h, block, observes)
-        return Slot(rule, None, False)
+            return Slot.make(rule, h, block, observes)
+        return Slot.make(rule, None)
 
     def _build_slot(self, nr: int) -> Slot:
         rules = self.plan.rules_for(nr)
@@ -85,7 +93,7 @@ class Dispatcher:
         # Several rules or argument checks: the rule is chosen per call. A handler
         # named by any of them may block, so be conservative.
         block = any(self._slot_for_rule(r, r.name).may_block for r in rules)
-        return Slot(None, None, block)
+        return Slot.make(None, None, block)
 
     # -- the trap path ---------------------------------------------------------------
     def slot(self, nr: int) -> Slot:
@@ -97,6 +105,11 @@ class Dispatcher:
 
     def dispatch(self, call: Call, mem: Memory, slot: Slot | None = None) -> Decision:
         slot = slot or self.slot(call.nr)
+        if slot.direct:
+            d = slot.handler(self.ctx, call, mem)  # type: ignore[misc]
+            if d.__class__ is Continue and not slot.observes and getattr(mem, "touched", False):
+                return self._toctou(call, mem, slot.rule)  # type: ignore[arg-type]
+            return d
         rule = slot.rule
         if rule is None:
             rule = decide(self.plan, call.nr, call.args)
@@ -115,17 +128,20 @@ class Dispatcher:
         if slot.handler is not None:
             d = slot.handler(self.ctx, call, mem)
             if d.__class__ is Continue and not slot.observes and getattr(mem, "touched", False):
-                # The handler decided on memory the kernel would read again: refuse.
-                self._record(call, mem, rule, "deny", _errno.EPERM,
-                             note="handler read the caller's memory, then asked to continue "
-                                  "(time-of-check/time-of-use); refused")
-                return Errno(_errno.EPERM)
+                return self._toctou(call, mem, rule)
             return d
         if action == "emulate":
             self._record(call, mem, rule, "deny", _errno.ENOSYS,
                          note="no Sentry handler for this call")
             return Errno(_errno.ENOSYS)
         return Continue()  # allow with trap and no handler: observed only
+
+    def _toctou(self, call: Call, mem: Memory, rule: SyscallRule | DefaultAction) -> Decision:
+        """The handler decided on memory the kernel would read again: refuse."""
+        self._record(call, mem, rule, "deny", _errno.EPERM,
+                     note="handler read the caller's memory, then asked to continue "
+                          "(time-of-check/time-of-use); refused")
+        return Errno(_errno.EPERM)
 
     def _record(self, call: Call, mem: Memory, rule: SyscallRule | DefaultAction,
                 action: str, err: int | None, note: str | None = None) -> dict[str, Any]:

@@ -74,15 +74,14 @@ class NotifAddfd(ctypes.Structure):
 # struct seccomp_notif: id, pid, flags, then struct seccomp_data: nr, arch, ip, args[6]
 _NOTIF = struct.Struct("<QIIiIQ6Q")
 assert _NOTIF.size == ctypes.sizeof(Notif)
+# struct seccomp_notif_resp: id, val, error, flags
+_RESP = struct.Struct("<QqiI")
+assert _RESP.size == ctypes.sizeof(NotifResp)
 
 
 class NotifSizes(ctypes.Structure):
     _fields_ = [("seccomp_notif", ctypes.c_uint16), ("seccomp_notif_resp", ctypes.c_uint16),
                 ("seccomp_data", ctypes.c_uint16)]
-
-
-class IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
 class UnsupportedKernel(OSError):
@@ -108,24 +107,25 @@ _RW = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, ctypes.c_int, ctypes.c_void
 SCRATCH = 1 << 16
 
 
+_IOV2 = struct.Struct("<QQQQ")  # local iovec, remote iovec
+
+
 class MemIO:
     """Per-thread preallocated buffers for process_vm_readv/writev: one scratch area and
-    one local and one remote iovec, so a memory access is one foreign call."""
+    the two iovecs (local, remote) packed in one buffer, so a memory access is one
+    pack_into plus one foreign call."""
 
-    __slots__ = ("scratch", "base", "local", "remote", "plocal", "premote")
+    __slots__ = ("scratch", "base", "iov", "plocal", "premote")
 
     def __init__(self) -> None:
         self.scratch = ctypes.create_string_buffer(SCRATCH)
         self.base = ctypes.addressof(self.scratch)
-        self.local = IoVec(self.base, 0)
-        self.remote = IoVec(0, 0)
-        self.plocal = ctypes.addressof(self.local)
-        self.premote = ctypes.addressof(self.remote)
+        self.iov = ctypes.create_string_buffer(_IOV2.size)
+        self.plocal = ctypes.addressof(self.iov)
+        self.premote = self.plocal + 16
 
     def xfer(self, nr: int, pid: int, addr: int, size: int) -> int:
-        self.local.iov_len = size
-        self.remote.iov_base = addr
-        self.remote.iov_len = size
+        _IOV2.pack_into(self.iov, 0, self.base, size, addr, size)
         n = _RW(nr, pid, self.plocal, 1, self.premote, 1, 0)
         if n < 0:
             e = ctypes.get_errno()
@@ -180,8 +180,14 @@ class ProcessMemory:
 
     def write(self, addr: int, data: bytes) -> None:
         io = self.io
+        size = len(data)
+        if size <= SCRATCH:  # the usual case: one copy, one call
+            ctypes.memmove(io.base, data, size)
+            if io.xfer(NR_PROCESS_VM_WRITEV, self.pid, addr, size) != size:
+                raise OSError(_errno.EFAULT, "short write to the caller's memory")
+            return
         off = 0
-        while off < len(data):
+        while off < size:
             chunk = data[off:off + SCRATCH]
             ctypes.memmove(io.base, chunk, len(chunk))
             n = io.xfer(NR_PROCESS_VM_WRITEV, self.pid, addr + off, len(chunk))
@@ -199,11 +205,10 @@ class Responder:
     def __init__(self, fd: int, sizes: NotifSizes) -> None:
         self.fd = fd
         self.io = MemIO()
-        self.resp_buf = ctypes.create_string_buffer(max(sizes.seccomp_notif_resp, ctypes.sizeof(NotifResp)))
-        self.resp = NotifResp.from_buffer(self.resp_buf)
+        self.resp_buf = ctypes.create_string_buffer(max(sizes.seccomp_notif_resp, _RESP.size))
         self.addfd = NotifAddfd()
         self.idbuf = ctypes.c_uint64()
-        self.p_resp = ctypes.addressof(self.resp)
+        self.p_resp = ctypes.addressof(self.resp_buf)
         self.p_addfd = ctypes.addressof(self.addfd)
         self.p_id = ctypes.addressof(self.idbuf)
         self.SEND = _iowr(1, sizes.seccomp_notif_resp)
@@ -215,8 +220,7 @@ class Responder:
         return _ioctl(self.fd, self.ID_VALID, self.p_id) == 0
 
     def send(self, nid: int, val: int, error: int, flags: int) -> None:
-        r = self.resp
-        r.id, r.val, r.error, r.flags = nid, val, error, flags
+        _RESP.pack_into(self.resp_buf, 0, nid, val, error, flags)
         if _ioctl(self.fd, self.SEND, self.p_resp) != 0:
             e = ctypes.get_errno()
             if e not in (_errno.ENOENT, _errno.EINTR):  # the caller died meanwhile
