@@ -217,3 +217,19 @@ def test_stdio_passes_through(tmp_path, state):
     assert r.returncode == 0
     assert r.stdout.strip() == "20000"
     assert r.stderr == "to-stderr\n"
+
+
+def test_deny_globs_hide_paths_also_through_symlinks(tmp_path, state):
+    if not os.path.islink("/lib") or not os.path.exists("/usr/lib/os-release"):
+        pytest.skip("needs a merged-/usr host (/lib -> usr/lib)")
+    prof = write_profile(tmp_path, """\
+        filesystem:
+          mediation: direct
+          deny: [/lib/os-releas*, /etc/passw?]
+        """)
+    r = apply(prof, "sh", "-c", "cat /usr/lib/os-release || echo hidden1; "
+              "cat /etc/passwd >/dev/null 2>&1 || echo hidden2; cat /etc/group | head -c1 && echo",
+              state=state)
+    assert r.returncode == 0, r.stderr
+    assert "hidden1" in r.stdout and "hidden2" in r.stdout
+    assert "ID=" not in r.stdout

@@ -353,7 +353,8 @@ def _deny_targets(rule: PathRule) -> list[str]:
     while pattern.endswith("/**") or pattern.endswith("/*"):
         pattern = pattern.rsplit("/", 1)[0]  # hiding the directory hides what is below it
     if any(c in pattern for c in "*?["):
-        return sorted(glob.glob(NEWROOT + pattern))
+        # a match may be a symlink: resolve it inside the sandbox's tree, never the host's
+        return sorted({_in_root(m[len(NEWROOT):]) for m in glob.glob(NEWROOT + pattern)})
     resolved = _in_root(pattern or "/")
     return [resolved] if os.path.lexists(resolved) else []
 
