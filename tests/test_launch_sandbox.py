@@ -233,3 +233,19 @@ def test_deny_globs_hide_paths_also_through_symlinks(tmp_path, state):
     assert r.returncode == 0, r.stderr
     assert "hidden1" in r.stdout and "hidden2" in r.stdout
     assert "ID=" not in r.stdout
+
+
+def test_overlay_none_readonly_root_with_writable_tmpfs(tmp_path, state):
+    prof = write_profile(tmp_path, """\
+        filesystem:
+          mediation: direct
+          root: {source: /, overlay: none, readonly: true}
+          mounts:
+            - {type: tmpfs, target: /h2a-scratch, size: 1Mi}
+        """)
+    r = apply(prof, "sh", "-c", "touch /etc/x 2>/dev/null || echo etc-ro; "
+              "mkdir /top 2>/dev/null || echo top-ro; touch /tmp/y && echo tmp-rw; "
+              "touch /h2a-scratch/z && echo scratch-rw", state=state)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["etc-ro", "top-ro", "tmp-rw", "scratch-rw"]
+    assert not os.path.exists("/h2a-scratch")  # the mount point lives in the sandbox only

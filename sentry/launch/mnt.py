@@ -396,6 +396,7 @@ def build_root(req: RootRequest) -> None:
         _stage()
         step = "mount the root"
         layers = _root(req)
+        layers.seal()  # before the profile's mounts go on top of the host's directories
         can_create = req.gofer.root.overlay != "none"
         mounts = list(req.gofer.mounts)
         types = {m.type for m in mounts}
@@ -415,7 +416,6 @@ def build_root(req: RootRequest) -> None:
             step = "make readonly paths read-only"
             _readonly(req.gofer.readonly)
         step = "make the root read-only"
-        layers.seal()
         if req.gofer.root.overlay == "none" and req.gofer.root.readonly:
             k.mount_setattr(NEWROOT, k.MOUNT_ATTR_RDONLY)
         step = "pivot_root into the new root"
