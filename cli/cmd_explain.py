@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --profile and a syscall: its arguments (numbers or "
                              "constants such as AF_INET, O_WRONLY|O_CREAT)")
     parser.add_argument("--profile", "-p", metavar="PROFILE",
-                        help="answer for this profile instead of a recorded run")
+                        help="answer for this profile (a file, a built-in name or a compiled "
+                             "Plan .json) instead of a recorded run")
     parser.add_argument("--udp", action="store_true", help="with HOST:PORT: a UDP destination")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--apply", metavar="PROFILE",
@@ -102,14 +103,15 @@ def _apply(profile: str, denials) -> None:
 
 
 def _hypothetical(args: argparse.Namespace, book) -> int:
-    from ..engine.compile import compile_profile
     from ..engine.errors import SandboxctlError
     from ..engine.explain import explain_dest, explain_path, explain_syscall
 
     if not args.target:
         raise SandboxctlError("--profile needs something to ask about.",
                               hint="give a syscall (socket AF_INET), a path (/etc/passwd) or host:port")
-    plan = compile_profile(args.profile)
+    from .cmd_apply import load_plan  # a profile file, a built-in name, or a Plan .json
+
+    plan = load_plan(args.profile)
     t = args.target
     if t.startswith("/"):
         ans = explain_path(plan, t, book)

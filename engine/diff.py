@@ -906,6 +906,19 @@ def load_side(side: Side, compile_fn: Callable[..., Plan],
     import os
     import tempfile
 
+    if side.rev is None and side.path.endswith(".json"):
+        from .errors import SandboxctlError
+
+        try:
+            with open(side.path, encoding="utf-8") as fh:
+                plan = Plan.from_json(fh.read())
+        except OSError as exc:
+            raise SandboxctlError(f"cannot read the plan {side.path}: {exc.strerror}.",
+                                  hint="give a profile file, a built-in name or a plan .json") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SandboxctlError(f"{side.path} is not a Plan written by `sandboxctl compile` ({exc}).",
+                                  hint="recompile it with this version of sandboxctl") from exc
+        return plan, Locator(None, plan.profile_file)
     if side.rev is None:
         path, display = side.path, None
         if not os.path.exists(side.path) and "/" not in side.path:

@@ -343,3 +343,22 @@ def test_git_revisions_with_relative_extends(tmp_path):
     assert r2.returncode == 1, r2.stdout + r2.stderr
     bad = sandboxctl("diff", "nosuchrev:profiles/app.yaml", "profiles/app.yaml", cwd=repo)
     assert bad.returncode == 1 and "git" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compiled_plans_and_builtin_names_as_inputs(tmp_path):
+    old, new = _cli_pair(tmp_path, {"capabilities": "capabilities: {keep: [CAP_NET_RAW, CAP_SYS_TIME]}\n"})
+    plan_file = tmp_path / "new.json"
+    plan_file.write_text(compile_profile(new).to_json())
+    r = cli("diff", str(old), str(plan_file), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = [(c["what"], c["subject"], c["risk"]) for c in json.loads(r.stdout)["changes"]]
+    assert rows == [("capability", "CAP_SYS_TIME", "high")]
+    assert cli("diff", str(new), str(plan_file), "--format", "json").stdout.count('"what"') == 0
+    # The built-in default against itself as a file: nothing.
+    default_file = Path(__file__).resolve().parent.parent / "profiles" / "default.yaml"
+    r = cli("diff", "default", str(default_file), "--format", "json")
+    assert json.loads(r.stdout)["changes"] == []
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = cli("diff", str(old), str(bad))
+    assert r.returncode == 1 and "is not a Plan" in r.stderr

@@ -173,6 +173,8 @@ def test_hypothetical_syscalls(tmp_path):
     c = json.loads(cli("explain", "-p", str(profile), "ptrace", "--json").stdout)
     assert c["allowed"] is False and c["risk"] == "critical"
     assert c["advice"].startswith("do not allow ptrace")
+    builtin = json.loads(cli("explain", "-p", "default", "ptrace", "--json").stdout)
+    assert builtin["allowed"] is False and builtin["rule_text"] == "- ptrace"
     u = json.loads(cli("explain", "-p", str(profile), "uname", "--json").stdout)
     assert u["outcome"] == "emulate" and u["allowed"] is True
     bad = cli("explain", "-p", str(profile), "sockett")
