@@ -247,3 +247,38 @@ int main(void) {
     return 0;
 }
 '''
+
+
+def try_socket(ctx, call, mem):
+    """What a compromised handler would try: a new socket. The Sentry's filter refuses."""
+    import errno
+    import socket
+
+    from sandboxctl.sentry.call import Return
+
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        return Return(0)
+    except OSError as e:
+        return Return(100 + (e.errno or 0))  # 101: EPERM
+
+
+def try_exec(ctx, call, mem):
+    """A compromised handler trying to run a program: the Sentry's filter kills it."""
+    import os
+
+    os.execv("/bin/true", ["true"])
+
+
+def with_escape_handlers(monkeypatch) -> None:
+    from sandboxctl.sentry import dispatch, table
+
+    real = table.load_table
+
+    def load():
+        t = dict(real())
+        t["try_socket"] = table.Entry("_helpers_sentry:try_socket", "partial", "test")
+        t["try_exec"] = table.Entry("_helpers_sentry:try_exec", "partial", "test")
+        return t
+
+    monkeypatch.setattr(dispatch, "load_table", load)

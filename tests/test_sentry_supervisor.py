@@ -145,3 +145,27 @@ def test_sentry_failure_kills_sandbox_and_says_why(progs, monkeypatch):
     assert "handler exploded" in (h.failed() or "")
     os.close(in_w)
     os.close(out_r)
+
+
+def test_sentry_filter_is_enforced(tmp_path, monkeypatch):
+    import sys
+
+    from _helpers_sentry import rule, with_escape_handlers
+
+    from sandboxctl.sentry.direct import run_direct
+
+    monkeypatch.setenv("SANDBOXCTL_STATE_DIR", str(tmp_path / "s"))
+    with_escape_handlers(monkeypatch)
+    # after the Sentry died, trapped calls fail (ENOSYS) and the watcher kills the program
+    code = ("import os, time\nprint(os.getppid(), flush=True)\nos.getpgrp()\ntime.sleep(10)\n"
+            "print('not reached')")
+    plan = make_plan(extra=(rule("getppid", 110, "emulate", handler="try_socket"),
+                            rule("getpgrp", 111, "emulate", handler="try_exec")))
+    out = tmp_path / "out"
+    with open(out, "wb") as fh:
+        res = run_direct(plan, [sys.executable, "-S", "-c", code], env(), stdout=fh.fileno())
+    # socket() inside the Sentry: refused with EPERM (101 = 100 + EPERM)
+    # execve inside the Sentry: the Sentry is killed (SIGSYS), and the program with it
+    assert out.read_text().split() == ["101"]
+    assert res.signal == signal.SIGKILL
+    assert "SIGSYS" in (res.sentry_failed or ""), res.sentry_failed
