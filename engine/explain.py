@@ -192,8 +192,11 @@ def _syscall_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook
     snippet, advice = suggest_syscall(name, (e.get("args", ()) for e in evs), book)
     remove = ""
     rule = ev.get("rule") or {}
+    # Only an entry naming this call alone is removed; a group entry (`- "@ipc"`) or a
+    # `names:` list stays, and the allow entry written by name beats it at the same level.
+    alone = "@" not in text and "names" not in text
     if plan is not None and rule and rule.get("file") == plan.profile_file \
-            and sr.risk != "critical":
+            and sr.risk != "critical" and alone:
         remove = where
         advice = f"remove the entry at {where} ({text.strip()}) and {advice}"
     return Denial("syscall", name, examples[0], len(evs), ev.get("action", "deny"),

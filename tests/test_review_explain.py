@@ -334,3 +334,27 @@ def test_a_killed_run_is_explained(tmp_path):
     assert d["rule_where"] == f"kill.yaml:{line_of(profile, 'kill: [memfd_create]')}:10"
     human = cli("explain", cwd=tmp_path, env=env).stdout
     assert "→ kill" in human and "(signal 9)" in human
+
+
+def test_a_call_refused_through_a_group_is_allowed_by_name_only(tmp_path):
+    profile = write(tmp_path / "grp.yaml", textwrap.dedent("""\
+        apiVersion: sandboxctl/v1
+        kind: SandboxProfile
+        metadata: {name: grp}
+        extends: default
+        filesystem: {mediation: direct}
+        syscalls:
+          deny: ["@ipc"]
+    """))
+    prog = write(tmp_path / "ipc.py", "import ctypes, sys\n"
+                 "sys.exit(0 if ctypes.CDLL(None).msgget(0, 0o1600) >= 0 else 1)\n")
+    assert _run(tmp_path, profile, sys.executable, str(prog)).returncode == 1
+    env = {"SANDBOXCTL_STATE_DIR": str(tmp_path / "state")}
+    d = json.loads(cli("explain", "--json", cwd=tmp_path, env=env).stdout)["denials"][0]
+    assert d["subject"] == "msgget" and d["remove_where"] == ""  # the group entry stays
+    assert d["purpose"] == "System V and POSIX IPC (@ipc)"
+    assert cli("explain", "--apply", str(profile), cwd=tmp_path, env=env).returncode == 0
+    assert _run(tmp_path, profile, sys.executable, str(prog)).returncode == 0
+    # Only msgget: the rest of the group is still refused.
+    other = json.loads(cli("explain", "-p", str(profile), "semget", "--json").stdout)
+    assert other["allowed"] is False and other["rule_text"] == 'deny: ["@ipc"]'
