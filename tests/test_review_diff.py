@@ -287,6 +287,8 @@ def test_cli_markdown_and_plain(tmp_path):
     plain = sandboxctl("diff", str(old), str(new))  # piped: tab-separated
     assert "risk\twhat\tsubject\tchange" in plain.stdout
     assert "critical\tcapability\tCAP_SYS_ADMIN\tadded" in plain.stdout
+    only = cli("diff", str(old), str(new), "--format", "json", "--min-risk", "critical")
+    assert {c["risk"] for c in json.loads(only.stdout)["changes"]} == {"critical"}
     # The Plan keeps no line for capabilities: the row finds it in the profile text.
     cap_row = next(ln for ln in plain.stdout.splitlines() if "\tCAP_SYS_ADMIN\t" in ln)
     ln = line_of(new, "CAP_SYS_ADMIN")
