@@ -173,6 +173,16 @@ def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
                 pass
 
 
+def warm() -> None:
+    """Import everything the Sentry will need (handler families included). The launcher
+    may call this while the sandboxed child sets itself up; start_sentry calls it anyway,
+    so the forked Sentry starts serving without importing anything."""
+    from . import dispatch, platform_notify  # noqa: F401
+    from .table import load_table
+
+    load_table()
+
+
 def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord,
                  gofer_sock: Any = None, debug: bool = False, strace: str | None = None,
                  strace_syscalls: frozenset[str] | None = None) -> SentryHandle:
@@ -183,6 +193,7 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
                                    strace=strace, strace_syscalls=strace_syscalls)
     from .platform_notify import UnsupportedKernel, notif_sizes
 
+    warm()
     try:
         notif_sizes()
     except UnsupportedKernel as exc:
@@ -324,5 +335,5 @@ def _open_fds() -> list[int]:
     return [int(n) for n in os.listdir("/proc/self/fd")]
 
 
-__all__ = ["start_sentry", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",
+__all__ = ["start_sentry", "warm", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",
            "pidfd_kill", "FAILED"]

@@ -13,6 +13,7 @@ not implement, with the reason. `sandboxctl syscalls` prints `handler_table()`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ def _family_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(pkg_path) if m.name.startswith(_PREFIX))
 
 
+@functools.cache
 def load_table() -> dict[str, Entry]:
-    """Every handler entry of every family module, by handler name."""
+    """Every handler entry of every family module, by handler name (imported once;
+    treat the result as read-only)."""
     table: dict[str, Entry] = {}
     for name in _family_modules():
         mod = importlib.import_module(f"{__package__}.{name}")
