@@ -209,6 +209,9 @@ class PtraceTracer:
     make_call: MakeCall | None = None
     strace: Any = None  # sentry.strace.StraceLog: every call stops (PTRACE_SYSCALL)
     on_kill: Callable[[Any, Any], None] | None = None  # (Call, Kill), as NotifyLoop
+    # may_block(nr): the handler may block (a Gofer open of a FIFO): it runs on a worker
+    # thread while its caller stays stopped; the loop goes on serving the others
+    may_block: Callable[[int], bool] | None = None
     tracees: dict[int, _Tracee] = field(default_factory=dict)
     foreign_exits: dict[int, int] = field(default_factory=dict)  # untraced children reaped
 
@@ -221,6 +224,9 @@ class PtraceTracer:
         self._names = SYSCALL_NAMES
         self._resume = PTRACE_SYSCALL if self.strace is not None else PTRACE_CONT
         self._main: int | None = None
+        self._pending: dict[int, Any] = {}  # tid -> Call served by a worker thread
+        self._done: Any = None
+        self._wake_r = self._wake_w = -1
         self._killed: str | None = None
         self._calls = 0
         from .call import Call, Continue, Errno, InjectFd, Kill, Return
@@ -274,14 +280,20 @@ class PtraceTracer:
         main_status: int | None = None
         while main_status is None:
             try:
-                # Spin briefly before sleeping: a trapped call usually comes back within
-                # microseconds, and a sleep/wake-up pair costs more than the call itself.
-                for _ in range(SPIN):
+                if self._pending:  # blocking handlers in flight: wait for either side
+                    self._apply_finished(timeout=0.001)
                     pid, status = os.waitpid(-1, WALL | os.WNOHANG)
-                    if pid:
-                        break
+                    if not pid:
+                        continue
                 else:
-                    pid, status = os.waitpid(-1, WALL)
+                    # Spin briefly before sleeping: a trapped call usually comes back in
+                    # microseconds; a sleep/wake-up pair costs more than the call itself.
+                    for _ in range(SPIN):
+                        pid, status = os.waitpid(-1, WALL | os.WNOHANG)
+                        if pid:
+                            break
+                    else:
+                        pid, status = os.waitpid(-1, WALL)
             except ChildProcessError:
                 break
             except InterruptedError:
@@ -395,11 +407,21 @@ class PtraceTracer:
         name = self._names.get(nr, f"syscall_{nr}")
         mem = t.memory()
         call = self.make_call(pid, nr, args, name)
+        if self.may_block is not None and self.may_block(nr):
+            self._start_blocking(t, call, mem)
+            return
         try:
             decision = self.dispatch(call, mem)
         except Exception as exc:  # noqa: BLE001 - fail closed: never run an unchecked call
             self._kill(t, f"sentry error in {name}: {exc!r}", call, None)
             return
+        self._apply(t, call, decision, regs)
+
+    def _apply(self, t: _Tracee, call: Any, decision: Any, regs: Any = None) -> None:
+        """Carry out `decision` at t's seccomp stop (`regs`: as read there, or None)."""
+        pid, name = t.pid, call.name
+        if regs is None and decision.__class__ in (self._Return, self._Errno):
+            regs = self._pt.getregs(pid)
         cls = decision.__class__
         if cls is self._Continue:
             self._resume_tracee(pid)
@@ -413,6 +435,55 @@ class PtraceTracer:
             self._kill(t, decision.reason, call, decision)
         else:  # not a Decision: fail closed
             self._kill(t, f"{name}: handler returned {decision!r}", call, None)
+
+    # -- blocking handlers: off the loop thread; ptrace itself stays on it ------------
+    def _start_blocking(self, t: _Tracee, call: Any, mem: Any) -> None:
+        import queue
+        import threading
+
+        if self._done is None:
+            self._done = queue.SimpleQueue()
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._pending[t.pid] = call
+
+        def work() -> None:
+            try:
+                result: Any = self.dispatch(call, mem)
+            except Exception as exc:  # noqa: BLE001 - reported on the loop thread
+                result = exc
+            self._done.put((t.pid, call, result))
+            try:
+                os.write(self._wake_w, b"!")
+            except OSError:
+                pass
+
+        threading.Thread(target=work, name=f"sentry-block-{call.name}", daemon=True).start()
+
+    def _apply_finished(self, timeout: float) -> None:
+        import select
+
+        if self._done.empty():
+            poller = select.poll()  # poll, not select: the Sentry's filter allows poll
+            poller.register(self._wake_r, select.POLLIN)
+            poller.poll(timeout * 1000)
+        try:
+            os.read(self._wake_r, 512)
+        except OSError:
+            pass
+        while not self._done.empty():
+            pid, call, result = self._done.get()
+            self._pending.pop(pid, None)
+            t = self.tracees.get(pid)
+            if t is None:
+                continue  # gone meanwhile
+            try:
+                if isinstance(result, Exception):
+                    self._kill(t, f"sentry error in {call.name}: {result!r}", call, None)
+                else:
+                    self._apply(t, call, result)
+            except OSError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
 
     def _skip(self, t: _Tracee, value: int, regs: Any) -> None:
         """Skip the call at its seccomp stop; `regs` is self._pt.regs as read there."""
@@ -861,16 +932,26 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
             strace_log = open_strace(strace, str(run.dir), strace_syscalls)
 
         def flush() -> None:
-            writer.flush()
+            with lock:
+                writer.flush()
             if log_fh is not None:
                 log_fh.flush()
 
-        ctx = SentryContext(plan=plan, emit=writer.write, gofer_sock=gofer_sock,
+        import threading
+
+        lock = threading.Lock()  # blocking handlers emit from worker threads
+
+        def emit(ev: dict) -> None:
+            with lock:
+                writer.write(ev)
+
+        ctx = SentryContext(plan=plan, emit=emit, gofer_sock=gofer_sock,
                             debug=(lambda m: log_fh.write(f"{time.time():.6f} {m}\n"))
                             if log_fh is not None else None)
         dispatcher = Dispatcher(ctx)
         tracer = PtraceTracer(dispatch=dispatcher.dispatch, strace=strace_log,
-                              on_kill=lambda call, k: flush())
+                              on_kill=lambda call, k: flush(),
+                              may_block=lambda nr: dispatcher.slot(nr).may_block)
         tracer.seize(child_pid)  # its execve, retried until now, stops here from now on
         confine_tracer()
         if log_fh is not None:

@@ -43,7 +43,7 @@ def make_plan(emulate: dict[str, str] | None = None, deny: dict[str, int] | None
 
 
 def run_traced(argv, plan: Plan | None = None, dispatch=None, strace=None, env=None,
-               events=None):
+               events=None, may_block=None):
     """Run argv under the ptrace platform with the Plan's host filter and the real
     Sentry dispatcher (or `dispatch(call, mem)`); return (TraceResult, tracer).
     Events the Sentry emits are appended to `events` (a list) when given."""
@@ -54,7 +54,7 @@ def run_traced(argv, plan: Plan | None = None, dispatch=None, strace=None, env=N
     if dispatch is None and plan is not None:
         sink = events.append if events is not None else (lambda ev: None)
         dispatch = Dispatcher(SentryContext(plan=plan, emit=sink)).dispatch
-    tracer = PtraceTracer(dispatch=dispatch, strace=strace)
+    tracer = PtraceTracer(dispatch=dispatch, strace=strace, may_block=may_block)
     flt = build_filter(plan, platform="ptrace") if plan is not None else None
     spawn_traced(list(argv), tracer, load_filter=flt.load if flt is not None else None, env=env)
     return tracer.run(), tracer

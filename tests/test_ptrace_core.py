@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from _helpers_ptrace import make_plan, run_traced
+from _helpers_ptrace import make_plan, nr, run_traced
 
 PY = sys.executable
 
@@ -65,3 +65,39 @@ def test_untrapped_calls_are_not_stopped():
     res, _ = run_traced([PY, "-c", "import os\nfor _ in range(2000): os.getpid()"],
                         make_plan(emulate={"uname": "uname"}))
     assert res.exit_code == 0 and res.calls == 1  # its execve, which the Plan observes
+
+
+@pytest.mark.parametrize("off_loop", [True, False])
+def test_blocking_handler_does_not_stall_other_calls(capfd, off_loop):
+    # uname's handler waits until the program's other thread has made a getppid call
+    # (as a FIFO open waits for its writer). Off the loop thread it completes; on the
+    # loop thread nothing else can be served and it gives up after its timeout.
+    import threading
+
+    from sandboxctl.sentry.call import Continue, Errno, Return
+
+    seen = threading.Event()
+    uname_nr, getppid_nr = nr("uname"), nr("getppid")
+
+    def dispatch(call, mem):
+        if call.nr == getppid_nr:
+            seen.set()
+            return Return(4242)
+        if call.nr == uname_nr:
+            return Return(0) if seen.wait(1.5) else Errno(errno.ETIMEDOUT)
+        return Continue()
+
+    code = ("import os, threading, time\n"
+            "r = []\n"
+            "def f():\n"
+            "    try: os.uname(); r.append('ok')\n"
+            "    except OSError as e: r.append(e.errno)\n"
+            "t = threading.Thread(target=f); t.start(); time.sleep(0.2)\n"
+            "print(os.getppid()); t.join(); print(r[0])\n")
+    res, _ = run_traced([PY, "-c", code], make_plan(emulate={"uname": "uname",
+                                                             "getppid": "getppid"}),
+                        dispatch=dispatch,
+                        may_block=(lambda n: n == uname_nr) if off_loop else None)
+    assert res.exit_code == 0
+    out = capfd.readouterr().out.split()
+    assert out == (["4242", "ok"] if off_loop else ["4242", str(errno.ETIMEDOUT)])
