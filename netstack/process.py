@@ -15,6 +15,7 @@ import socket
 import sys
 
 from ..engine.plan import NetworkConfig, _from_plain
+from .confine import confine
 from .stack import Stack
 from .tcp import Limits
 
@@ -80,6 +81,13 @@ def main(argv: list[str]) -> int:
                 stack.stop()
 
     stack.add_fd(ctl.fileno(), on_control)
+    try:
+        confine()
+    except Exception as exc:
+        send({"error": f"cannot confine the netstack: {exc}"})
+        return 1
+    if os.getppid() == 1:  # the supervisor died before PR_SET_PDEATHSIG was set again
+        return 1
     send({"ready": True})
     stack.run()
     return 0

@@ -4,6 +4,7 @@ egress rules allow it; refused otherwise, with an event; publish rules; UDP, DNS
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import struct
 import threading
@@ -255,3 +256,20 @@ def test_attach_to_missing_process_fails_cleanly():
 
     with pytest.raises(SandboxctlError):
         attach(config(), 2 ** 22 + 12345)
+
+
+def test_netstack_process_is_confined():
+    with netstack(config()) as (_ns, handle, _e):
+        status = {}
+        with open(f"/proc/{handle.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                status[k] = v.split()
+        assert status["Uid"] == ["65534"] * 4 and status["Gid"] == ["65534"] * 4
+        assert int(status["CapEff"][0], 16) == 0 and int(status["CapPrm"][0], 16) == 0
+        assert status["NoNewPrivs"] == ["1"] and status["Seccomp"] == ["2"]
+        # only the TAP device, the control socket, epoll and std streams are open
+        fds = os.listdir(f"/proc/{handle.pid}/fd")
+        targets = sorted(os.readlink(f"/proc/{handle.pid}/fd/{fd}").split(":")[0] for fd in fds)
+        assert "/dev/net/tun" in targets and len(fds) <= 6, targets
+        assert handle.stats()["tcp_connections"] == 0  # and it still works
