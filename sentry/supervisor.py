@@ -128,13 +128,22 @@ class SentryHandle:
             return None
         with self._lock:
             if self._status is None:
-                _, status = os.waitpid(self.pid, 0)
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                except ChildProcessError:  # reaped by someone else: outcome unknown
+                    status = 0
                 self._status = status
                 self._close()
+                try:
+                    os.close(self.pidfd)
+                except OSError:
+                    pass
+                self.pidfd = -1
             return self._status
 
     def kill(self) -> None:
-        pidfd_kill(self.pidfd, signal.SIGKILL)
+        if self.pidfd >= 0:
+            pidfd_kill(self.pidfd, signal.SIGKILL)
 
     def failed(self) -> str | None:
         """Why the Sentry failed, or None if it did not (or has not exited yet)."""
@@ -154,10 +163,17 @@ class SentryHandle:
         return None
 
     def _close(self) -> None:
+        """Release the watcher (it exits) and the supervisor's descriptors."""
+        if self._stop_w < 0:
+            return
         try:
             os.write(self._stop_w, b"x")
         except OSError:
-            pass
+            pass  # EPIPE: the watcher is gone already
+        os.close(self._stop_w)
+        self._stop_w = -1
+        if self._watcher is not None:
+            self._watcher.join(timeout=1)
 
 
 def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:

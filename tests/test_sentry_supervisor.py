@@ -169,3 +169,23 @@ def test_sentry_filter_is_enforced(tmp_path, monkeypatch):
     assert out.read_text().split() == ["101"]
     assert res.signal == signal.SIGKILL
     assert "SIGSYS" in (res.sentry_failed or ""), res.sentry_failed
+
+
+def test_no_descriptor_leak_in_the_supervisor(tmp_path, monkeypatch):
+    from sandboxctl.sentry.direct import run_direct
+
+    monkeypatch.setenv("SANDBOXCTL_STATE_DIR", str(tmp_path / "s"))
+
+    def count() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        run_direct(make_plan(), ["true"], env(), stdout=devnull)
+        before = count()
+        for _ in range(3):
+            res = run_direct(make_plan(), ["true"], env(), stdout=devnull)
+            assert res.exit_code == 0
+        assert count() == before
+    finally:
+        os.close(devnull)
