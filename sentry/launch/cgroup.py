@@ -40,14 +40,15 @@ class CgroupSet:
 
     def cleanup(self) -> None:
         for d in reversed(self.dirs):
-            _rmdir_retry(d)
+            rmdir_retry(d)
         self.dirs.clear()
 
 
-def _rmdir_retry(path: str) -> None:
+def rmdir_retry(path: str, dir_fd: int | None = None) -> None:
+    """rmdir, waiting (up to ~0.5 s) while the kernel still counts exiting tasks."""
     for _ in range(50):
         try:
-            os.rmdir(path)
+            os.rmdir(path, dir_fd=dir_fd)
             return
         except FileNotFoundError:
             return

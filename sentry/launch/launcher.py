@@ -98,6 +98,7 @@ class _ChildSetup:
     pty_w: int | None  # socket the init sends the pty master over (None: no pty)
     cg_w: int  # keeper -> supervisor: init's host pid, to be put into the cgroups
     go_r: int  # supervisor -> init: the cgroups are joined (or could not be)
+    cgroup_dirs: tuple[str, ...] = ()  # removed by the keeper if the supervisor is killed
 
 
 def _fail(err_w: int, exc: BaseException) -> NoReturn:
@@ -124,6 +125,10 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         os.setsid()  # off the user's terminal: its signals go to the supervisor only
         if s.outer_uid == 0:
             os.setgroups([])
+        # Handles on the cgroups' parent directories: init's pivot_root moves this
+        # process's root into the sandbox too (same mount namespace), where /sys is not.
+        cg_parents = [(os.open(os.path.dirname(d), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
+                       os.path.basename(d)) for d in s.cgroup_dirs]
         flags = (kernel.CLONE_NEWUSER | kernel.CLONE_NEWNS | kernel.CLONE_NEWUTS
                  | kernel.CLONE_NEWIPC | kernel.CLONE_NEWPID)
         if s.unshare_net:
@@ -136,7 +141,21 @@ def _keeper(s: _ChildSetup) -> NoReturn:
                             "a container's seccomp policy); allow unshare(CLONE_NEWUSER) for "
                             "this user") from exc
         # After the credential change of unshare(): a pdeath signal set before is cleared.
-        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # SIGTERM, handled below: if the supervisor dies the keeper kills the sandbox and
+        # removes its cgroups. (Init has SIGKILL as its own pdeath signal, for the keeper.)
+        init_pid: list[int] = []
+
+        def supervisor_gone(signum: int, frame: object) -> None:
+            for pid in init_pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if not init_pid:
+                os._exit(125)
+
+        signal.signal(signal.SIGTERM, supervisor_gone)
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != s.supervisor:
             os._exit(125)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
@@ -146,6 +165,9 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         pid = os.fork()
         if pid == 0:
             _init(s)
+        init_pid.append(pid)
+        if os.getppid() != s.supervisor:  # gone between the fork and now
+            supervisor_gone(signal.SIGTERM, None)
         # The supervisor moves init into the cgroups while init builds the root (joining
         # a v1 memory cgroup takes ~15 ms); init waits for it before it starts anything.
         os.write(s.cg_w, struct.pack("i", pid))
@@ -160,6 +182,10 @@ def _keeper(s: _ChildSetup) -> NoReturn:
             break
         except ChildProcessError:
             os._exit(125)
+    if os.getppid() != s.supervisor:
+        # The supervisor was killed: nobody else will remove the (now empty) cgroups.
+        for fd, name in reversed(cg_parents):
+            cgroup.rmdir_retry(name, dir_fd=fd)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
@@ -418,7 +444,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
-        cg_w=cg_w, go_r=go_r)
+        cg_w=cg_w, go_r=go_r, cgroup_dirs=tuple(cg.dirs))
     sys.stdout.flush()
     sys.stderr.flush()
     keeper = os.fork()
