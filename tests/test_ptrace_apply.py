@@ -70,3 +70,15 @@ def test_apply_help_explains_strace_per_platform(state):
     r = subprocess.run([*SANDBOXCTL, "apply", "--help"], capture_output=True, text=True)
     assert "--platform" in r.stdout and "--strace-syscalls" in r.stdout
     assert "only the calls that reach the Sentry" in " ".join(r.stdout.split())
+
+
+def test_platform_from_the_profile(state, tmp_path):
+    d = tmp_path / "p"
+    d.mkdir()
+    prof = d / "pt.yaml"
+    prof.write_text("apiVersion: sandboxctl/v1\nkind: SandboxProfile\nmetadata: {name: pt}\n"
+                    "extends: default\nplatform: ptrace\n")
+    r = apply(str(prof), "--", "uname", "-n", state=state)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "sandbox"
+    assert json.loads((_last_run(state) / "status.json").read_text())["platform"] == "ptrace"
