@@ -98,11 +98,12 @@ class Observed:
 
 
 def cwd_mount(cwd: str, book: RiskBook, writable: bool) -> str | None:
-    """The working directory's mount line, or None when it needs none ("/"). It is made
-    writable only when that is not a high-risk host path (a home, /etc, the root...)."""
+    """The working directory's mount line, or None when it needs none ("/"). It is never
+    writable when it is, or contains, a sensitive host path (/etc, /home, /root...); a
+    project directory below one (/home/me/app) may be."""
     if cwd == "/":
         return None
-    if writable and book.mount(cwd, readonly=False).risk in ("high", "critical"):
+    if writable and book.covers_sensitive(cwd):
         writable = False
     return (f"    - {{source: {json.dumps(cwd)}, target: {json.dumps(cwd)}, "
             f"readonly: {'false' if writable else 'true'}}}")

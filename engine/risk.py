@@ -153,6 +153,12 @@ class RiskBook:
             return Verdict(o.get("readonly", "low"), o.get("why_readonly", "host files readable"))
         return Verdict(o.get("writable", "medium"), o.get("why_writable", "host files writable"))
 
+    def covers_sensitive(self, path: str) -> bool:
+        """`path` is one of the sensitive host paths or contains one (/, /etc, /home...);
+        a directory below one (a project in /home/me) is not."""
+        p = os.path.normpath(path)
+        return any(sp.path == p or sp.path.startswith(p.rstrip("/") + "/") for sp in self._paths)
+
     def is_secret_glob(self, glob: str) -> bool:
         return any(s in glob for s in self.secret_globs)
 
