@@ -37,7 +37,8 @@ from . import caps, cgroup, kernel, mnt, rlimits, uts
 from .net import loopback_up
 from . import signals as sigs
 from .pty import Pty, attach_in_child, open_in_sandbox
-from .user import userns_available, write_maps
+from .host import check_host
+from .user import write_maps
 
 _ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
 _UCRED = struct.Struct("iII")
@@ -49,29 +50,6 @@ class Outcome:
     signal: int | None
     run_id: str | None
     sentry_failure: str | None = None
-
-
-# -- host checks ---------------------------------------------------------------------
-
-def check_host(platform: str = "seccomp-notify") -> None:
-    why = userns_available()
-    if why:
-        raise HostError(f"cannot create the sandbox: {why}",
-                        hint="enable them: sysctl -w user.max_user_namespaces=15000 "
-                        "(and kernel.unprivileged_userns_clone=1 where it exists)")
-    try:
-        with open("/proc/sys/kernel/seccomp/actions_avail") as fh:
-            actions = fh.read().split()
-    except OSError:
-        raise HostError("this kernel has no seccomp filter support",
-                        hint="use a kernel built with CONFIG_SECCOMP_FILTER") from None
-    if "user_notif" not in actions and platform != "ptrace":
-        raise HostError("this kernel has no seccomp user notification (SECCOMP_RET_USER_NOTIF)",
-                        hint="use Linux 5.5 or newer, or run with --platform ptrace "
-                        "(platform: ptrace in the profile)") from None
-    if "trace" not in actions and platform == "ptrace":
-        raise HostError("this kernel has no SECCOMP_RET_TRACE",
-                        hint="use --platform seccomp-notify") from None
 
 
 def _module_exists(name: str) -> bool:
