@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -31,6 +32,10 @@ def _die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     tap_fd, ctl_fd = int(argv[0]), int(argv[1])
     _die_with_parent()
+    # one descriptor per connection and flow: take all the hard limit allows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctl = socket.socket(fileno=ctl_fd)
     reader = ctl.makefile("rb")
     first = reader.readline()

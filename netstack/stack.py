@@ -134,7 +134,10 @@ class Stack:
                 else:
                     entry = fdmap.get(fd)
                     if entry is not None:
-                        entry[0](entry[1], mask)
+                        try:
+                            entry[0](entry[1], mask)
+                        except Exception as exc:  # one socket's trouble must not stop the rest
+                            self.stats.drop(f"error: {type(exc).__name__}")
             if self.tcp.dirty:
                 self.tcp.flush_acks()
             now = time.monotonic()
@@ -170,8 +173,10 @@ class Stack:
             self.stats.frames_in += 1
             try:
                 self.frame(buf, n)
-            except (ValueError, IndexError, struct_error) as exc:  # never die on a frame
+            except (ValueError, IndexError, struct_error) as exc:
                 self.stats.drop(f"malformed: {type(exc).__name__}")
+            except Exception as exc:  # never die on a frame; count it
+                self.stats.drop(f"error: {type(exc).__name__}")
 
     # -- frames ---------------------------------------------------------------------------
     def frame(self, buf, n: int) -> None:
@@ -292,7 +297,11 @@ class Stack:
         real = self._allowed(dst, port, "tcp")
         if real is None:
             return None, ""
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:  # out of descriptors: refuse, as a full host would
+            self.stats.drop("no socket")
+            return None, ""
         s.setblocking(False)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = s.connect_ex((real, port))
@@ -320,7 +329,11 @@ class Stack:
             real = self._allowed(dst, dport, "udp")
             if real is None or len(self.udp) >= MAX_UDP_FLOWS:
                 return
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError:
+                self.stats.drop("no socket")
+                return
             s.setblocking(False)
             try:
                 s.connect((real, dport))

@@ -3,6 +3,7 @@ TAP device (so the kernel passes the frames to the netstack exactly as written).
 
     python _helpers_net_frames.py bad SEED COUNT ALLOWED_PORT   # malformed frames
     python _helpers_net_frames.py synflood SEED COUNT PORT      # SYNs from random ports
+    python _helpers_net_frames.py udpflood SEED COUNT PORT      # datagrams to COUNT ports
 
 Prints the number of frames sent. Frames go to the gateway only (inside the namespace).
 """
@@ -97,6 +98,12 @@ def syn_flood(rng: random.Random, count: int, port: int):
                              opts=wire.tcp_options(1460, 7))))
 
 
+def udp_flood(rng: random.Random, count: int, port: int):
+    """Datagrams to `count` different destination ports from `port` upwards."""
+    for i in range(count):
+        yield eth(ip4(17, udp(rng.randrange(1024, 65535), port + i, b"flood")))
+
+
 MY_MAC = b""
 
 if __name__ == "__main__":
@@ -105,7 +112,7 @@ if __name__ == "__main__":
     rng = random.Random(seed)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind(("eth0", 0))
-    gen = bad_frames if kind == "bad" else syn_flood
+    gen = {"bad": bad_frames, "synflood": syn_flood, "udpflood": udp_flood}[kind]
     n = 0
     for frame in gen(rng, count, port):
         if len(frame) < 14:

@@ -215,12 +215,18 @@ name, answers = dns.parse_answers(s.recv(4096)); print(answers[0])
 c = socket.create_connection((answers[0], {echo.port}), timeout=5); c.sendall(b"n"); print(c.recv(10).decode())
 s.sendto(dns.query("nosuch.test"), ("10.0.2.2", 53))
 print(s.recv(4096)[3] & 15)
+try:
+    socket.create_connection((answers[0], {echo.port + 1}), timeout=5)
+except ConnectionRefusedError:
+    print("REFUSED")
 """)
-        assert r.stdout.split() == ["10.0.2.2", "echo:n", "3"]
+        assert r.stdout.split() == ["10.0.2.2", "echo:n", "3", "REFUSED"]
+        refused = [e for e in events if e["kind"] == "network"]
+        assert len(refused) == 1 and refused[0]["host"] == "svc.internal.test"
+        assert refused[0]["near"]["line"] == 16
         recorded = [(e["name"], e["answers"]) for e in events if e["kind"] == "dns"]
         assert ("svc.internal.test", ["127.0.0.1"]) in recorded
         assert ("nosuch.test", []) in recorded
-        assert not [e for e in events if e["kind"] == "network"]
     upstream.close(), echo.close()
 
 

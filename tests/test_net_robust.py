@@ -190,3 +190,48 @@ print(len(errors), errors[:3])
         assert grown < 4096, f"netstack RSS grew by {grown} KiB over 3000 connections"
         assert echo.accepted == 4000
     echo.close()
+
+
+def test_udp_flood_is_bounded():
+    from sandboxctl.netstack.stack import MAX_UDP_FLOWS
+
+    # every port of 127.0.0.1 is allowed: each datagram to a new port opens a host socket
+    with netstack(config([EgressRule(cidr="127.0.0.1/32", protocol="udp")])) as (ns, h, events):
+        _inject(ns, "udpflood", MAX_UDP_FLOWS + 500, 20000)
+        st = wait_for(lambda: (lambda s: s if s["udp_flows"] == MAX_UDP_FLOWS else None)(h.stats()))
+        assert st and st["udp_flows"] == MAX_UDP_FLOWS, h.stats()
+        assert st["fds"] == MAX_UDP_FLOWS + 1
+        assert h.alive() and events == []
+
+
+def test_out_of_descriptors_refuses_instead_of_crashing():
+    """With a descriptor limit of 48, a SYN flood to an allowed port runs the netstack out
+    of sockets: it refuses those connections and keeps serving."""
+    import json
+    import resource
+
+    echo = TcpEcho()
+    code = f"""
+import json, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import test_net_robust as T
+from _helpers_net import Netns, EgressRule, config, wait_for
+from sandboxctl.netstack.setup import attach
+ns = Netns()
+h = attach(config([EgressRule(cidr="127.0.0.1/32", ports=({echo.port},))]), ns.pid)
+try:
+    T._inject(ns, "synflood", 600, {echo.port})
+    wait_for(lambda: h.stats()["tcp_connections"] == 0, timeout=10)
+    ok = ns.py(T.CHECK.format(port={echo.port})).stdout.split()
+    print(json.dumps({{"stats": h.stats(), "alive": h.alive(), "check": ok}}))
+finally:
+    h.close(); ns.close()
+"""
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["alive"] and out["check"] == ["echo:ok"]
+    assert out["stats"]["drops"].get("no socket", 0) > 0, out["stats"]
+    assert out["stats"]["tcp_connections"] == 0
+    echo.close()
