@@ -138,24 +138,35 @@ class ProcMemory:
         self._fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
 
     def read(self, addr: int, size: int) -> bytes:
-        try:
-            return os.pread(self._fd, size, addr)
-        except OSError:
+        """Exactly `size` bytes, or OSError(EFAULT) (as seccomp-notify's ProcessMemory)."""
+        if size <= 0:
             return b""
+        try:
+            data = os.pread(self._fd, size, addr)
+        except OSError as exc:
+            raise OSError(errno.EFAULT, "cannot read the caller's memory") from exc
+        if len(data) != size:
+            raise OSError(errno.EFAULT, "short read of the caller's memory")
+        return data
 
     def read_cstr(self, addr: int, limit: int = 4096) -> bytes:
+        """The NUL-terminated string at addr; EFAULT if unreadable, ENAMETOOLONG if no
+        NUL within `limit` bytes."""
         out = b""
         while len(out) < limit:
             # read up to the end of the page, so an unmapped next page is not touched
             chunk = min(limit - len(out), 4096 - ((addr + len(out)) & 4095))
-            data = self.read(addr + len(out), chunk)
+            try:
+                data = os.pread(self._fd, chunk, addr + len(out))
+            except OSError:
+                data = b""
             if not data:
-                break
+                raise OSError(errno.EFAULT, "cannot read the caller's string")
             nul = data.find(b"\0")
             if nul >= 0:
                 return out + data[:nul]
             out += data
-        return out[:limit]
+        raise OSError(errno.ENAMETOOLONG, "string longer than the limit")
 
     def write(self, addr: int, data: bytes) -> None:
         written = os.pwrite(self._fd, data, addr)

@@ -76,9 +76,12 @@ class _MemoryProcess:
             self.readBytes(address, ctypes.sizeof(basetype) * count))
 
     def readCString(self, address: int, max_size: int, chunk_length: int = 256):  # noqa: N802
-        data = self._mem.read_cstr(address, max_size + 1)
-        truncated = len(data) > max_size
-        return data[:max_size], truncated
+        try:
+            return self._mem.read_cstr(address, max_size + 1), False
+        except OSError as exc:
+            if exc.errno != _errno.ENAMETOOLONG:
+                raise
+        return self._mem.read(address, max_size), True
 
 
 class Formatter:

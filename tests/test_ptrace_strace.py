@@ -40,3 +40,13 @@ def test_strace_shows_sentry_answers():
     line = buf.getvalue().strip()
     assert re.match(r"\[pid \d+\] uname\(.*\) = -1 EPERM \(Operation not permitted\) "
                     r"<\d+\.\d+> \[sentry\]$", line), line
+
+
+def test_long_path_is_truncated_not_lost():
+    path = "/nonexistent/" + "d" * 200
+    log, buf = strace_buffer(frozenset({"openat"}))
+    res, _ = run_traced(["cat", path], make_plan(), strace=log)
+    assert res.exit_code == 1
+    line = [ln for ln in buf.getvalue().splitlines() if "/nonexistent/" in ln]
+    assert line and "'/nonexistent/ddd" in line[0] and "'..." in line[0], line
+    assert "ENOENT" in line[0]
