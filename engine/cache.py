@@ -6,7 +6,8 @@ the overrides and a stamp of the engine's own files (code, schema, groups); it r
 the SHA-256 of every file in the `extends` chain and is used only while they all still
 match and every bind-mount source still exists. The folder is $SANDBOXCTL_CACHE_DIR, else
 $XDG_CACHE_HOME/sandboxctl/plans (~/.cache/sandboxctl/plans). Failures to read or write
-the cache are never errors: the profile is compiled again.
+the cache are never errors: the profile is compiled again. Entries are used only when
+this user owns them and their folder and neither is writable by others.
 """
 
 from __future__ import annotations
@@ -58,7 +59,22 @@ def _key(path: str | Path, display: str | None, overrides: Mapping[str, Any] | N
     return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
 
 
+def _trusted(path: Path) -> bool:
+    """A cached Plan decides what a sandbox enforces: use only files and folders this
+    user owns that nobody else can write."""
+    try:
+        for p in (path, path.parent):
+            st = p.stat()
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def _lookup(entry_file: Path, need_filter: bool) -> Plan | None:
+    if not _trusted(entry_file):
+        return None
     try:
         entry = json.loads(entry_file.read_text())
     except (OSError, ValueError):
@@ -107,9 +123,11 @@ def compile_cached(path: str | Path, *, display: str | None = None,
         entry = {"format": CACHE_FORMAT, "filter_ok": filter_ok, "plan": plan.to_dict(),
                  "files": {str(p): _sha(p) for p in res.paths}}
         try:
-            entry_file.parent.mkdir(parents=True, exist_ok=True)
+            entry_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = entry_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entry, sort_keys=True))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(entry, sort_keys=True))
             os.replace(tmp, entry_file)
         except OSError:
             pass

@@ -39,17 +39,22 @@ def load_groups(path: str | None = None) -> dict[str, Group]:
     from .cache import cache_dir
 
     cached = cache_dir() / f"groups-{hashlib.sha256(data).hexdigest()[:32]}.json"
+    from .cache import _trusted
+
     try:
-        table = json.loads(cached.read_text())
-        return {n: Group(n, g["description"], tuple(g["syscalls"])) for n, g in table.items()}
+        if _trusted(cached):
+            table = json.loads(cached.read_text())
+            return {n: Group(n, g["description"], tuple(g["syscalls"])) for n, g in table.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     out = _parse_groups(file, data)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({g.name: {"description": g.description, "syscalls": list(g.members)}
-                                   for g in out.values()}))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({g.name: {"description": g.description, "syscalls": list(g.members)}
+                                 for g in out.values()}))
         os.replace(tmp, cached)
     except OSError:
         pass

@@ -183,3 +183,21 @@ def test_profile_format_doc_example_is_valid(tmp_path):
     plan = compile_profile(p)
     assert plan.network.mode == "netstack" and plan.launch.capabilities == ("CAP_NET_BIND_SERVICE",)
     assert [r.action for r in plan.seccomp.rules if r.name == "ptrace"] == ["kill"]
+
+
+def test_cache_entries_others_can_write_are_ignored(tmp_path):
+    import os
+
+    cache = tmp_path / "cache"
+    env = {"SANDBOXCTL_CACHE_DIR": str(cache)}
+    p = write(tmp_path, "p.yaml", "uname: {release: 6.0.0}\n")
+    assert cli("compile", str(p), env=env).returncode == 0
+    (entry,) = [f for f in cache.iterdir() if not f.name.startswith("groups-")]
+    assert entry.stat().st_mode & 0o077 == 0 and cache.stat().st_mode & 0o077 == 0
+    data = entry.read_text().replace('"release": "6.0.0"', '"release": "6.6.6"')
+    entry.write_text(data)  # a private, owned entry is trusted: the cache is really read
+    out = json.loads(cli("compile", str(p), env=env).stdout)
+    assert out["sentry"]["uname"]["release"] == "6.6.6"
+    os.chmod(entry, 0o666)  # writable by others: not trusted, the profile is compiled again
+    out = json.loads(cli("compile", str(p), env=env).stdout)
+    assert out["sentry"]["uname"]["release"] == "6.0.0"
