@@ -68,7 +68,8 @@ def _summary(changes, top) -> str:
     for c in changes:
         counts[c.risk] = counts.get(c.risk, 0) + 1
     parts = [f"{counts[lv]} {lv}" for lv in reversed(LEVELS) if lv in counts]
-    return f"{len(changes)} change{'s' if len(changes) != 1 else ''} ({', '.join(parts)}); highest risk: {top}"
+    plural = "s" if len(changes) != 1 else ""
+    return f"{len(changes)} change{plural} ({', '.join(parts)}); highest risk: {top}"
 
 
 def _arrow(before: str, after: str) -> str:

@@ -275,8 +275,9 @@ def suggest_path(plan: Plan | None, path: str, ops: list[str], book: RiskBook) -
             if rest else "filesystem:\n  readonly: !replace []\n"
         return snippet, f"the path rule {rule.glob} makes it read-only"
     parent = str(Path(path).parent)
+    writes = any(o in ("write", "create", "unlink", "rename", "mkdir") for o in ops)
     snippet = (f"filesystem:\n  mounts:\n    - {{source: {parent}, target: {parent}, "
-               f"readonly: {'false' if any(o in ('write', 'create', 'unlink', 'rename', 'mkdir') for o in ops) else 'true'}}}\n")
+               f"readonly: {'false' if writes else 'true'}}}\n")
     return snippet, f"mount the directory {parent} into the sandbox"
 
 
