@@ -36,6 +36,13 @@ def test_validate_ok_and_invalid_exit_status(tmp_path):
     assert "no-such-profile:1:1: error: no such profile file" in r.stdout
 
 
+def test_compile_invalid_profile_exits_2(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "syscalls:\n  deny: [ptrce]\n")
+    r = cli("compile", str(bad), env={"SANDBOXCTL_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"{bad}:4:10: error: unknown syscall 'ptrce'" in r.stderr
+
+
 def test_validate_json(tmp_path):
     bad = write(tmp_path, "bad.yaml", "uname: {relase: x}\n")
     r = cli("validate", "--json", str(bad), env={"SANDBOXCTL_CACHE_DIR": str(tmp_path)})
