@@ -249,6 +249,11 @@ class PtraceTracer:
         self._Kill, self._InjectFd = Kill, InjectFd
 
     # -- set-up -------------------------------------------------------------------
+    def set_strace(self, log: Any) -> None:
+        """Turn --strace on (every call stops) or off; before run()."""
+        self.strace = log
+        self._resume = PTRACE_SYSCALL if log is not None else PTRACE_CONT
+
     def seize(self, pid: int) -> None:
         """Trace `pid` (our child, not yet running the program) and everything it
         starts. Call before the child loads the host filter: a RET_TRACE call with no
@@ -915,12 +920,17 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
     from .runs import EventWriter
     from .supervisor import FAILED, pidfd_kill
 
+    t_start = time.time()
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
     writer = None
     log_fh = None
     strace_log = None
     try:
+        # Seize first: the child retries its execve until then (start-up latency).
+        tracer = PtraceTracer()
+        tracer.seize(child_pid)  # its execve stops here from now on (served by run())
+        t_seized = time.time()
         devnull = os.open("/dev/null", os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
@@ -960,12 +970,14 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
                             debug=(lambda m: log_fh.write(f"{time.time():.6f} {m}\n"))
                             if log_fh is not None else None)
         dispatcher = Dispatcher(ctx)
-        tracer = PtraceTracer(dispatch=dispatcher.dispatch, strace=strace_log,
-                              on_kill=lambda call, k: flush(),
-                              may_block=lambda nr: dispatcher.slot(nr).may_block)
-        tracer.seize(child_pid)  # its execve, retried until now, stops here from now on
+        tracer.dispatch = dispatcher.dispatch
+        tracer.on_kill = lambda call, k: flush()
+        tracer.may_block = lambda nr: dispatcher.slot(nr).may_block
+        tracer.set_strace(strace_log)
         confine_tracer()
         if log_fh is not None:
+            log_fh.write(f"{t_start:.6f} ptrace sentry started\n")
+            log_fh.write(f"{t_seized:.6f} seized {child_pid}\n")
             log_fh.write(f"{time.time():.6f} ptrace sentry pid={os.getpid()} tracing "
                          f"{child_pid}; trapped={sorted(plan.trapped_numbers())}\n")
         result = tracer.run()
