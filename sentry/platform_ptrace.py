@@ -972,7 +972,10 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
         dispatcher = Dispatcher(ctx)
         tracer.dispatch = dispatcher.dispatch
         tracer.on_kill = lambda call, k: flush()
-        tracer.may_block = lambda nr: dispatcher.slot(nr).may_block
+        from .dispatch import NR_MAX
+
+        blocking = frozenset(n for n in range(NR_MAX) if dispatcher.slot(n).may_block)
+        tracer.may_block = blocking.__contains__  # no Python call on the trap path
         tracer.set_strace(strace_log)
         confine_tracer()
         if log_fh is not None:
