@@ -65,6 +65,13 @@ class NetHandle:
         return self.proc.pid
 
     def _read(self) -> None:
+        try:
+            self._read_lines()
+        except (OSError, ValueError):  # the netstack went away mid-line, or close() raced us
+            pass
+        self._replies.put({"error": "netstack exited"})
+
+    def _read_lines(self) -> None:
         with self._ctl.makefile("r", encoding="utf-8") as f:
             for line in f:
                 try:
@@ -81,7 +88,6 @@ class NetHandle:
                     self._ready.set()
                 else:
                     self._replies.put(msg)
-        self._replies.put({"error": "netstack exited"})
 
     def _send(self, msg: dict) -> None:
         with self._lock:

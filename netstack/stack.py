@@ -52,6 +52,15 @@ class UdpFlow:
 
 
 @dataclass
+class PublishedFlow:
+    listener: socket.socket  # the published host socket
+    client: tuple  # the host client's address
+    sandbox_port: int
+    key: tuple
+    last: float
+
+
+@dataclass
 class Stats:
     frames_in: int = 0
     drops: dict = field(default_factory=dict)
@@ -86,6 +95,9 @@ class Stack:
         self.names: dict[str, str] = {}  # address -> name the sandbox resolved it from
         self.reported: dict[tuple, float] = {}
         self.listeners: list[socket.socket] = []
+        self.udp_pub: dict[int, PublishedFlow] = {}  # gateway port -> host client
+        self.udp_pub_clients: dict[tuple, int] = {}
+        self._next_udp_port = 40000
         self._running = True
         self._buf = bytearray(FRAME_BUF)
         self._view = memoryview(self._buf)
@@ -95,16 +107,26 @@ class Stack:
     # -- set-up ---------------------------------------------------------------------------
     def _open_listeners(self) -> None:
         for rule in self.config.publish:
-            if rule.protocol != "tcp":
-                continue  # UDP publish is not implemented; the compiler should refuse it
             fam = socket.AF_INET6 if ":" in rule.host_addr else socket.AF_INET
-            s = socket.socket(fam, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((rule.host_addr, rule.host_port))
-            s.listen(128)
+            kind = socket.SOCK_STREAM if rule.protocol == "tcp" else socket.SOCK_DGRAM
+            s = socket.socket(fam, kind)
+            if kind == socket.SOCK_STREAM:  # (on UDP it would let two sandboxes share a port)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((rule.host_addr, rule.host_port))
+            except OSError as exc:
+                s.close()
+                where = f" at {rule.source.where()}" if rule.source else ""
+                raise RuntimeError(
+                    f"cannot listen on {rule.host_addr}:{rule.host_port} ({rule.protocol}) for the "
+                    f"publish rule{where}: {exc.strerror}; choose another host port") from None
             s.setblocking(False)
             self.listeners.append(s)
-            self.fdmap[s.fileno()] = (self._accept, (s, rule.sandbox_port))
+            if rule.protocol == "tcp":
+                s.listen(128)
+                self.fdmap[s.fileno()] = (self._accept, (s, rule.sandbox_port))
+            else:
+                self.fdmap[s.fileno()] = (self._udp_published, (s, rule.sandbox_port))
             self.epoll.register(s.fileno(), select.EPOLLIN)
 
     def add_fd(self, fd: int, callback: Callable[[int], None]) -> None:
@@ -320,9 +342,18 @@ class Stack:
             self.stats.drop("bad udp length")
             return
         payload = bytes(buf[off + 8:off + ln])
-        if dst == self.gateway_ip and dport == 53:
-            self._dns_query(sport, payload)
-            return
+        if dst == self.gateway_ip:
+            if dport == 53:
+                self._dns_query(sport, payload)
+                return
+            pub = self.udp_pub.get(dport)
+            if pub is not None and pub.sandbox_port == sport:
+                pub.last = time.monotonic()
+                try:
+                    pub.listener.sendto(payload, pub.client)
+                except OSError:
+                    self.stats.drop("udp send")
+                return
         key = (sport, dst, dport)
         flow = self.udp.get(key)
         if flow is None:
@@ -365,6 +396,10 @@ class Stack:
         for key, flow in tuple(self.udp.items()):
             if now - flow.last > UDP_IDLE:
                 self._drop_flow(key)
+        for port, pub in tuple(self.udp_pub.items()):
+            if now - pub.last > UDP_IDLE:
+                del self.udp_pub[port]
+                self.udp_pub_clients.pop(pub.key, None)
         for ident, entry in tuple(self.dns_pending.items()):
             if now - entry[3] > DNS_TIMEOUT:
                 del self.dns_pending[ident]
@@ -374,6 +409,33 @@ class Stack:
         self.fdmap.pop(flow.sock.fileno(), None)
         self.epoll.unregister(flow.sock.fileno())
         flow.sock.close()
+
+    # -- published UDP ports: each host client gets a gateway port of its own ------------
+    def _udp_published(self, entry: tuple, _mask: int) -> None:
+        listener, sandbox_port = entry
+        for _ in range(16):
+            try:
+                data, client = listener.recvfrom(65507)
+            except (BlockingIOError, OSError):
+                return
+            key = (listener.fileno(), client)
+            port = self.udp_pub_clients.get(key)
+            if port is None:
+                if len(self.udp_pub) >= MAX_UDP_FLOWS:
+                    self.stats.drop("udp publish flows")
+                    continue
+                port = self._udp_pub_port()
+                self.udp_pub[port] = PublishedFlow(listener, client, sandbox_port, key, time.monotonic())
+                self.udp_pub_clients[key] = port
+            flow = self.udp_pub[port]
+            flow.last = time.monotonic()
+            self.link.send_udp(self.gateway_ip, port, sandbox_port, data)
+
+    def _udp_pub_port(self) -> int:
+        while True:
+            self._next_udp_port = 40000 + (self._next_udp_port - 39999) % 25000
+            if self._next_udp_port not in self.udp_pub:
+                return self._next_udp_port
 
     # -- DNS forwarder ------------------------------------------------------------------------
     def _dns_query(self, sport: int, msg: bytes) -> None:
@@ -457,7 +519,7 @@ class Stack:
         return {
             "frames_in": self.stats.frames_in, "frames_out": self.link.frames_out,
             "drops": dict(self.stats.drops), "tcp": dict(self.tcp.counters),
-            "tcp_connections": len(self.tcp.conns), "tcp_states": self.tcp.states(), "udp_flows": len(self.udp),
+            "tcp_connections": len(self.tcp.conns), "tcp_states": self.tcp.states(), "udp_flows": len(self.udp), "udp_published_flows": len(self.udp_pub),
             "dns_pending": len(self.dns_pending), "fds": len(self.fdmap),
             "write_errors": self.link.write_errors, "sandbox_mac": wire.mac_text(self.link.sandbox_mac),
         }

@@ -279,3 +279,38 @@ def test_netstack_process_is_confined():
         targets = sorted(os.readlink(f"/proc/{handle.pid}/fd/{fd}").split(":")[0] for fd in fds)
         assert "/dev/net/tun" in targets and len(fds) <= 6, targets
         assert handle.stats()["tcp_connections"] == 0  # and it still works
+
+
+def test_publish_udp_and_busy_host_port():
+    port = free_port()
+    rule = PublishRule("127.0.0.1", port, 5300, protocol="udp", source=src(22))
+    with netstack(config(publish=[rule])) as (ns, handle, _e):
+        server = ns.popen("""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5300)); print("ready", flush=True)
+for _ in range(2):
+    d, a = s.recvfrom(100); s.sendto(b"sbx:" + d + b" from " + a[0].encode(), a)
+""")
+        assert server.stdout.readline().strip() == "ready"
+        replies = []
+        for msg in (b"one", b"two"):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.settimeout(5)
+            c.sendto(msg, ("127.0.0.1", port))
+            replies.append(c.recv(100))
+            c.close()
+        assert replies == [b"sbx:one from 10.0.2.2", b"sbx:two from 10.0.2.2"]
+        assert handle.stats()["udp_published_flows"] == 2
+        server.wait(timeout=5)
+        # the same host port again, for a second sandbox: refused with the rule's place
+        from sandboxctl.engine.errors import SandboxctlError
+        from sandboxctl.netstack.setup import attach
+        from _helpers_net import Netns
+
+        other = Netns()
+        try:
+            with pytest.raises(SandboxctlError) as err:
+                attach(config(publish=[rule]), other.pid)
+            assert f"127.0.0.1:{port}" in str(err.value) and "net-test.yaml:22:7" in str(err.value)
+        finally:
+            other.close()

@@ -65,12 +65,15 @@ def test_syn_flood_is_bounded_and_cleaned_up():
                limits=limits)
     try:
         _inject(ns, "synflood", 2000, echo.port)          # allowed port: host connects, sandbox resets
+        t0 = time.monotonic()
         _inject(ns, "synflood", 2000, echo.port + 1, 8)   # denied port: reset, rate-limited events
+        took = time.monotonic() - t0
         assert wait_for(lambda: h.stats()["tcp_connections"] == 0, timeout=10)
         st = h.stats()
         assert st["tcp"]["refused"] >= 2000  # denied ones, plus the ones above max_conns
         assert st["fds"] == 1  # only the control channel is left in the loop
-        assert len([e for e in events if e["port"] == echo.port + 1]) <= 3
+        # one event per destination per second, not one per SYN
+        assert 1 <= len([e for e in events if e["port"] == echo.port + 1]) <= took + 2
         assert ns.py(CHECK.format(port=echo.port)).stdout.split() == ["echo:ok"]
         assert h.alive()
     finally:
