@@ -17,7 +17,7 @@ from _helpers_engine import REPO
 
 DEFAULT = (REPO / "profiles" / "default.yaml").read_text()
 EXAMPLE = (REPO / "profiles" / "examples" / "python-script.yaml").read_text()
-SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 _DIR = tempfile.mkdtemp(prefix="sbx-fuzz-")
 
