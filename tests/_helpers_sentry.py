@@ -282,3 +282,13 @@ def with_escape_handlers(monkeypatch) -> None:
         return t
 
     monkeypatch.setattr(dispatch, "load_table", load)
+
+
+C_PROGRAMS["i386"] = r'''
+#include <stdio.h>
+int main(void) {
+    long r; printf("before\n"); fflush(stdout);
+    __asm__ volatile ("int $0x80" : "=a"(r) : "a"(20) : "memory");  /* i386 getpid */
+    printf("after %ld\n", r); return 0;
+}
+'''

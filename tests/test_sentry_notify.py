@@ -190,3 +190,10 @@ def test_program_gets_only_stdio(tmp_path):
     finally:
         os.close(leaked)
     assert out.split() == ["0", "1", "2"], err  # no listener, no report pipe, no leak
+
+
+def test_foreign_abi_is_killed_with_the_optimized_filter(tmp_path, progs):
+    # the child loads the filter as a binary tree (CTL_OPTIMIZE=2): i386 calls still die
+    res, out, err = _run(make_plan(), [progs["i386"]], tmp_path)
+    assert out.split() == ["before"]
+    assert res.signal == signal.SIGSYS
