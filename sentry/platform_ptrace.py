@@ -135,10 +135,14 @@ class ProcMemory:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        # any read of the caller's memory (the dispatcher then refuses a Continue: the
+        # kernel would read that memory again). Reset for each call by the tracer.
+        self.touched = False
         self._fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
 
     def read(self, addr: int, size: int) -> bytes:
         """Exactly `size` bytes, or OSError(EFAULT) (as seccomp-notify's ProcessMemory)."""
+        self.touched = True
         if size <= 0:
             return b""
         try:
@@ -152,6 +156,7 @@ class ProcMemory:
     def read_cstr(self, addr: int, limit: int = 4096) -> bytes:
         """The NUL-terminated string at addr; EFAULT if unreadable, ENAMETOOLONG if no
         NUL within `limit` bytes."""
+        self.touched = True
         out = b""
         while len(out) < limit:
             # read up to the end of the page, so an unmapped next page is not touched
@@ -422,6 +427,7 @@ class PtraceTracer:
             return
         name = self._names.get(nr, f"syscall_{nr}")
         mem = t.memory()
+        mem.touched = False
         call = self.make_call(pid, nr, args, name)
         if self.may_block is not None and self.may_block(nr):
             self._start_blocking(t, call, mem)
