@@ -107,7 +107,7 @@ def test_supervisor_sigkill_takes_the_sandbox_with_it(tmp_path, state):
     p.communicate(timeout=10)
     assert wait_for(lambda: not procs_with(m), timeout=5), procs_with(m)
     # the sandbox's keeper removed the cgroups
-    assert wait_for(lambda: not cgroup_dirs_of(p.pid), timeout=5), cgroup_dirs_of(p.pid)
+    assert wait_for(lambda: not cgroup_dirs_of(p.pid), timeout=12), cgroup_dirs_of(p.pid)
     assert not host_mounts_mentioning("/newroot", "/oldroot", "/ovl/")
 
 

@@ -44,9 +44,9 @@ class CgroupSet:
         self.dirs.clear()
 
 
-def rmdir_retry(path: str, dir_fd: int | None = None) -> None:
-    """rmdir, waiting (up to ~0.5 s) while the kernel still counts exiting tasks."""
-    for _ in range(50):
+def rmdir_retry(path: str, dir_fd: int | None = None, timeout: float = 2.0) -> None:
+    """rmdir, waiting (up to `timeout` s) while the kernel still counts exiting tasks."""
+    for _ in range(max(1, int(timeout / 0.01))):
         try:
             os.rmdir(path, dir_fd=dir_fd)
             return

@@ -163,7 +163,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
     if os.getppid() != s.supervisor:
         # The supervisor was killed: nobody else will remove the (now empty) cgroups.
         for fd, name in reversed(cg_parents):
-            cgroup.rmdir_retry(name, dir_fd=fd)
+            cgroup.rmdir_retry(name, dir_fd=fd, timeout=10.0)  # nobody waits for us
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
