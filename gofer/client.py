@@ -12,8 +12,8 @@ import os
 import socket
 import threading
 
-from .protocol import (MAX_MESSAGE, ProtocolError, Reply, Request, decode_header, decode_reply,
-                       encode_request)
+from .protocol import (MAX_MESSAGE, ProtocolError, Reply, Request, close_all, decode_header,
+                       decode_reply, encode_request, recv_message)
 
 
 class GoferGone(OSError):
@@ -29,6 +29,7 @@ class GoferClient:
         self._done: dict[int, Reply] = {}
         self._reading = False
         self._dead = False
+        self._buf = bytearray(MAX_MESSAGE)  # used by the one reading thread at a time
 
     def call(self, req: Request, fds: list[int] | tuple[int, ...] = ()) -> Reply:
         """Send one request (with `fds` attached, not consumed) and wait for its reply.
@@ -73,24 +74,21 @@ class GoferClient:
     def _read_one(self) -> tuple[int, Reply] | None:
         while True:
             try:
-                msg, fds, _flags, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 1)
+                msg, fds, _flags = recv_message(self.sock, self._buf)
             except InterruptedError:
                 continue
             except OSError:
                 return None
             if not msg:
-                for fd in fds:
-                    os.close(fd)
+                close_all(fds)
                 return None
             try:
                 _op, req_id, body = decode_header(msg)
                 rep = decode_reply(body, fds[0] if fds else -1)
             except ProtocolError:
-                for fd in fds:
-                    os.close(fd)
+                close_all(fds)
                 continue
-            for fd in fds[1:]:
-                os.close(fd)
+            close_all(fds[1:])
             return req_id, rep
 
     def _die(self) -> None:

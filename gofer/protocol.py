@@ -24,6 +24,9 @@ request id can be read) or dropped; it never stops the Gofer.
 
 from __future__ import annotations
 
+import array
+import os
+import socket
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -33,7 +36,7 @@ VERSION = 1
 HEADER = struct.Struct("<2sBBII")
 REQ_FIXED = struct.Struct("<iiIIIii4qHH")
 REP_FIXED = struct.Struct("<iBxhIHxx")
-MAX_MESSAGE = 64 * 1024
+MAX_MESSAGE = 16 * 1024  # > header + fixed part + two names of MAX_NAME
 MAX_NAME = 4096
 MAX_FDS = 2
 HANDLE_ROOT = -1
@@ -153,6 +156,31 @@ def decode_reply(body: memoryview, fd: int = -1) -> Reply:
                  bytes(body[off + n_data:off + n_data + n_path]), fd)
 
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "Op",
+_FD_SPACE = socket.CMSG_SPACE(4 * 4)
+
+
+def recv_message(sock: socket.socket, buf: bytearray) -> tuple[memoryview, list[int], int]:
+    """One packet into `buf` (preallocated, MAX_MESSAGE bytes): (message, descriptors,
+    msg_flags). The view is valid until the next call with the same buffer. Descriptors
+    beyond what fits are closed by the kernel (MSG_CTRUNC is set)."""
+    n, anc, flags, _ = sock.recvmsg_into([buf], _FD_SPACE)
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(data[:len(data) - len(data) % a.itemsize])
+            fds.extend(a)
+    return memoryview(buf)[:n], fds, flags
+
+
+def close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+__all__ = ["recv_message", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

@@ -35,7 +35,7 @@ from . import sys as gsys
 from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC,
                      Policy)
 from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, Op, ProtocolError, Reply, Request,
-                       decode_header, decode_request, encode_reply)
+                       close_all, decode_header, decode_request, encode_reply, recv_message)
 
 _RESOLVE = gsys.RESOLVE_IN_ROOT | gsys.RESOLVE_NO_MAGICLINKS
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -83,6 +83,24 @@ def _hung_up(sock: socket.socket) -> bool:
     p = select.poll()
     p.register(sock.fileno(), select.POLLIN)
     return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
+
+
+class _MayBlock(Exception):
+    """An open that may wait (a FIFO without a peer): finished off the serving thread."""
+
+    def __init__(self, fd: int, path: str, flags: int) -> None:
+        super().__init__(path)
+        self.fd, self.path, self.flags = fd, path, flags
+
+    def finish(self, server: "FileServer") -> tuple[Reply, int]:
+        try:
+            fd = os.open(str(self.fd), self.flags, dir_fd=server.fd_dir_fd)
+        except OSError as exc:
+            return Reply(exc.errno or E.EIO, RULE_NONE, -1, b"",
+                         self.path.encode("utf-8", "surrogateescape")), -1
+        finally:
+            os.close(self.fd)
+        return Reply(0, RULE_NONE, -1, b"", self.path.encode("utf-8", "surrogateescape")), fd
 
 
 class FileServer:
@@ -219,6 +237,8 @@ class FileServer:
             return Reply(E.EPROTO), -1
         try:
             return fn(self, req, fds)
+        except _MayBlock:
+            raise
         except Refused as r:
             return Reply(r.errno, r.kind, r.index, b"", r.path.encode("utf-8", "surrogateescape")), -1
         except OSError as exc:
@@ -269,7 +289,9 @@ class FileServer:
             if stat.S_ISLNK(st.st_mode):
                 raise Refused(E.ELOOP, RULE_NONE, -1, tgt.path)
             reopen = (flags | os.O_CLOEXEC) & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
-            # a FIFO or device open may block: serve() runs those on a thread of their own
+            if (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)) and not flags & os.O_NONBLOCK:
+                # may block (no writer yet): serve() finishes it on a thread of its own
+                raise _MayBlock(os.dup(tgt.fd), tgt.path, reopen)
             try:
                 fd = os.open(str(tgt.fd), reopen, dir_fd=self.fd_dir_fd)
             except OSError as exc:
@@ -522,79 +544,51 @@ class FileServer:
 
     # -- the socket loop ---------------------------------------------------------------
     def serve(self, sock: socket.socket) -> None:
-        """Serve until the peer closes. Requests that may block (opens of FIFOs and
-        devices) go to a thread of their own; malformed messages get EPROTO or are
-        dropped."""
+        """Serve until the peer closes. Opens that may block (FIFOs, devices) go to a
+        thread of their own; malformed messages get EPROTO or are dropped."""
+        buf = bytearray(MAX_MESSAGE)
         while True:
             try:
-                msg, fds, msg_flags, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+                msg, fds, msg_flags = recv_message(sock, buf)
             except InterruptedError:
                 continue
             except OSError:
                 return
             if not msg and not fds and _hung_up(sock):
                 return  # peer closed (an empty packet reads the same: tell them apart)
-            if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                for fd in fds:
-                    os.close(fd)
+            if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) > MAX_FDS:
+                close_all(fds)
                 continue
             try:
                 op, req_id, body = decode_header(msg)
             except ProtocolError:
-                for fd in fds:
-                    os.close(fd)
+                close_all(fds)
                 continue
             try:
                 req = decode_request(op, body)
             except ProtocolError:
-                for fd in fds:
-                    os.close(fd)
+                close_all(fds)
                 self._send(sock, op, req_id, Reply(E.EPROTO), -1)
                 continue
-            if req.op == Op.OPEN and self._may_block(req, fds):
-                if not self._blocking.acquire(blocking=False):
-                    self._finish(sock, op, req_id, req, fds)  # saturated: serve inline
+            try:
+                reply, fd = self.handle(req, fds)
+            except _MayBlock as mb:
+                if self._blocking.acquire(blocking=False):
+                    threading.Thread(target=self._finish_blocking,
+                                     args=(sock, op, req_id, mb, fds), daemon=True).start()
                     continue
-                t = threading.Thread(target=self._finish_blocking,
-                                     args=(sock, op, req_id, req, fds), daemon=True)
-                t.start()
-                continue
-            self._finish(sock, op, req_id, req, fds)
+                reply, fd = mb.finish(self)  # saturated: serve it here
+            close_all(fds)
+            self._send(sock, op, req_id, reply, fd)
 
-    def _may_block(self, req: Request, fds: list[int]) -> bool:
-        """Cheap test: does the path name a FIFO or a character device?"""
-        if req.flags & (os.O_NONBLOCK | os.O_PATH):
-            return False
-        try:
-            path = self.request_path(req, req.handle, req.name, fds)
-            norm = posixpath.normpath(path)
-            if self.policy.deny.match(norm) >= 0:
-                return False
-            fd = gsys.openat2(self.root_fd, path.encode("utf-8", "surrogateescape"),
-                              os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE)
-        except (Refused, OSError, UnicodeError):
-            return False
-        try:
-            mode = os.fstat(fd).st_mode
-        finally:
-            os.close(fd)
-        return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
-
-    def _finish_blocking(self, sock: socket.socket, op: int, req_id: int, req: Request,
+    def _finish_blocking(self, sock: socket.socket, op: int, req_id: int, mb: "_MayBlock",
                          fds: list[int]) -> None:
         try:
-            self._finish(sock, op, req_id, req, fds)
+            reply, fd = mb.finish(self)
+            close_all(fds)
+            self._send(sock, op, req_id, reply, fd)
         finally:
             self._blocking.release()
-
-    def _finish(self, sock: socket.socket, op: int, req_id: int, req: Request,
-                fds: list[int]) -> None:
-        try:
-            reply, fd = self.handle(req, fds)
-        finally:
-            for f in fds:
-                os.close(f)
-        self._send(sock, op, req_id, reply, fd)
 
     @staticmethod
     def _send(sock: socket.socket, op: int, req_id: int, reply: Reply, fd: int) -> None:

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""File calls through the Gofer, against native, bubblewrap and gVisor (runsc, ptrace).
+
+Two workloads, every runner in the same run:
+  loop    N x (open + close + stat) of one file, timed by the (C) program itself, so
+          start-up is not counted; under sandboxctl open and stat are trapped and served by
+          the Gofer, close stays in the kernel
+  import  `python3 -c 'import json, email, http.client'`, wall-clock time of the whole
+          command (start-up of each sandbox included), median of --repeat runs
+
+and the cost of one trapped call: (sandboxctl loop - native loop) / (2 N), in microseconds.
+
+    bench/files.py                    # N = 20,000, 5 import runs
+    bench/files.py --count 5000 --no-runsc
+
+sandboxctl runs `sandboxctl apply` on the built-in default profile (mediation: gofer).
+Targets (issue 4): both at most 0.3x runsc's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+LOOP_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[2]); struct stat st;
+    struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) {
+        int fd = open(argv[1], O_RDONLY);
+        if (fd < 0) { perror("open"); return 2; }
+        close(fd);
+        if (stat(argv[1], &st)) { perror("stat"); return 3; }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("LOOP %ld\n", (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec));
+    return 0;
+}
+"""
+
+IMPORT = ["python3", "-c", "import json, email, http.client"]
+TARGET = "/usr/lib/python3.11/json/__init__.py"
+
+
+def runners(use_runsc: bool, use_bwrap: bool) -> dict[str, list[str]]:
+    r: dict[str, list[str]] = {"native": []}
+    if use_bwrap:
+        r["bwrap"] = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                      "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent", "--"]
+    r["sandboxctl"] = ["sandboxctl", "apply", "--tty", "never", "default", "--"]
+    if use_runsc:
+        r["runsc ptrace"] = ["runsc", "--platform=ptrace", "--network=none", "do", "--"]
+    return r
+
+
+def _run(prefix: list[str], argv: list[str]) -> str:
+    p = subprocess.run(prefix + argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(prefix[:2]) or 'native'} failed ({p.returncode}): "
+                           f"{p.stderr.strip()[-300:]}")
+    return p.stdout
+
+
+def loop_ns(prefix: list[str], exe: str, n: int) -> int:
+    out = _run(prefix, [exe, TARGET, str(n)])
+    for line in out.splitlines():
+        if line.startswith("LOOP "):
+            return int(line.split()[1])
+    raise RuntimeError(f"the loop printed no timing: {out!r}")
+
+
+def wall(prefix: list[str], argv: list[str]) -> float:
+    t = time.perf_counter()
+    _run(prefix, argv)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=20_000, help="open+close+stat rounds")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each (median for import, "
+                    "best for the loop)")
+    ap.add_argument("--no-runsc", action="store_true", help="skip gVisor")
+    ap.add_argument("--no-bwrap", action="store_true", help="skip bubblewrap")
+    args = ap.parse_args(argv)
+    if shutil.which("gcc") is None:
+        print("bench: gcc is missing; install it (apt-get install gcc)", file=sys.stderr)
+        return 1
+    use_runsc = not args.no_runsc and shutil.which("runsc") is not None and os.geteuid() == 0
+    use_bwrap = not args.no_bwrap and shutil.which("bwrap") is not None
+    tmp = tempfile.mkdtemp(prefix="sandboxctl-bench-", dir="/var/tmp")  # in every sandbox's view
+    os.chmod(tmp, 0o755)
+    state = tempfile.mkdtemp(prefix="sandboxctl-bench-state-")
+    os.environ.setdefault("SANDBOXCTL_STATE_DIR", state)
+    try:
+        exe = os.path.join(tmp, "files")
+        with open(exe + ".c", "w") as fh:
+            fh.write(LOOP_C)
+        subprocess.run(["gcc", "-O2", "-o", exe, exe + ".c"], check=True)
+        os.chmod(exe, 0o755)
+        n = args.count
+        rows = []
+        for name, prefix in runners(use_runsc, use_bwrap).items():
+            reps = args.repeat if name != "runsc ptrace" else max(1, min(args.repeat, 3))
+            loop = min(loop_ns(prefix, exe, n) for _ in range(reps))
+            imports = statistics.median(wall(prefix, IMPORT) for _ in range(reps))
+            rows.append((name, loop, imports))
+        base = rows[0]
+        print(f"loop: {n:,} x (open + close + stat) of {TARGET}; import: {' '.join(IMPORT)}")
+        print(f"{'':14} {'loop ms':>9} {'us/round':>9} {'vs native':>10} {'import ms':>10} "
+              f"{'vs native':>10}")
+        for name, loop, imp in rows:
+            print(f"{name:14} {loop / 1e6:9.1f} {loop / n / 1000:9.2f} {loop / base[1]:9.1f}x "
+                  f"{imp * 1000:10.1f} {imp / base[2]:9.1f}x")
+        sbx = next(r for r in rows if r[0] == "sandboxctl")
+        trapped_us = (sbx[1] - base[1]) / (2 * n) / 1000
+        print(f"\none trapped file call (open or stat through the Gofer): {trapped_us:.1f} us")
+        rs = next((r for r in rows if r[0] == "runsc ptrace"), None)
+        if rs is not None:
+            print(f"sandboxctl / runsc: loop {sbx[1] / rs[1]:.2f}x, import {sbx[2] / rs[2]:.2f}x "
+                  f"(target <= 0.3x)")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("SANDBOXCTL_STATE_DIR") == state:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
