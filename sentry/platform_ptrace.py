@@ -798,7 +798,6 @@ def _no_new_privs() -> None:
 # What the tracer needs beyond the notify Sentry's list (sentry/confine.py).
 TRACER_ALLOWED: tuple[str, ...] = (
     "ptrace", "wait4", "waitid", "pidfd_open", "pidfd_getfd", "getsockopt", "getsockname",
-    "socket", "prctl",
 )
 
 
