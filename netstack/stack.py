@@ -357,8 +357,11 @@ class Stack:
         key = (sport, dst, dport)
         flow = self.udp.get(key)
         if flow is None:
+            if len(self.udp) >= MAX_UDP_FLOWS:
+                self.stats.drop("udp flows full")
+                return
             real = self._allowed(dst, dport, "udp")
-            if real is None or len(self.udp) >= MAX_UDP_FLOWS:
+            if real is None:
                 return
             try:
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

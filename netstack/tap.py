@@ -28,6 +28,7 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 CLONE_NEWNET = 0x40000000
 TAP_NAME = "eth0"
+TXQLEN = 4096
 
 
 def _setns(path: str) -> None:
@@ -91,7 +92,8 @@ def _configure(config: NetworkConfig, name: str) -> bytes:
         lo = ipr.link_lookup(ifname="lo")[0]
         ipr.link("set", index=lo, state="up")
         idx = ipr.link_lookup(ifname=name)[0]
-        ipr.link("set", index=idx, mtu=config.mtu, state="up")
+        # a longer queue than tun's 1000 frames absorbs bursts while the stack is busy
+        ipr.link("set", index=idx, mtu=config.mtu, txqlen=TXQLEN, state="up")
         ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
         ipr.route("add", dst="0.0.0.0/0", gateway=config.gateway)
         link = ipr.get_links(idx)[0]
