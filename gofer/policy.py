@@ -71,7 +71,8 @@ class RuleSet:
         if not rules:
             return cls((), None)
         parts = [f"(?P<r{i}>{glob_to_regex(_normalize_glob(r.glob))})" for i, r in enumerate(rules)]
-        return cls(tuple(rules), re.compile("(?:" + "|".join(parts) + r")\Z", re.DOTALL))
+        # "(?:/.*)?": a rule also matches everything under what it names, in one match
+        return cls(tuple(rules), re.compile("(?:" + "|".join(parts) + r")(?:/.*)?\Z", re.DOTALL))
 
     def match(self, path: str) -> int:
         """Index of the first rule matching `path` or one of its ancestors; -1 if none."""
@@ -80,18 +81,7 @@ class RuleSet:
             return -1
         m = rx.match(path)
         if m is None:
-            # ancestors: "/a/b/c" -> "/a/b", "/a"
-            p = path
-            while True:
-                k = p.rfind("/")
-                if k <= 0:
-                    break
-                p = p[:k]
-                m = rx.match(p)
-                if m is not None:
-                    break
-            if m is None:
-                return -1
+            return -1
         return int(m.lastgroup[1:]) if m.lastgroup else -1  # type: ignore[index]
 
 

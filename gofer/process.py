@@ -24,9 +24,11 @@ process when the Gofer is gone).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 
 from ..engine.errors import SandboxError
@@ -40,8 +42,10 @@ CLONE_NEWUSER = 0x10000000
 class GoferHandle:
     pid: int
     _status: int | None = None
+    _closing: bool = False
 
     def kill(self) -> None:
+        self._closing = True  # an exit we asked for: the watcher leaves the sandbox alone
         if self._status is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -114,7 +118,38 @@ def start_gofer(plan: Plan, child_pid: int) -> tuple[GoferHandle, socket.socket]
         raise SandboxError(f"the Gofer could not start: {msg.decode(errors='replace') or 'it died'}",
                            hint="check that the sandbox process is alive and that this "
                                 "kernel has openat2 (Linux 5.6+)")
+    _watch(handle, child_pid)
     return handle, sentry_end
+
+
+def _watch(handle: GoferHandle, child_pid: int) -> None:
+    """Nothing runs unsupervised: if the Gofer dies before it is closed, SIGKILL the
+    program and the sandbox's init (its parent; the pid namespace dies with it)."""
+    try:
+        gofer_fd = os.pidfd_open(handle.pid)
+        targets = [os.pidfd_open(child_pid)]
+        with open(f"/proc/{child_pid}/status") as fh:
+            ppid = next(int(l.split()[1]) for l in fh if l.startswith("PPid:"))
+        if ppid > 1 and _same_ns(f"/proc/{ppid}/ns/pid", f"/proc/{child_pid}/ns/pid") \
+                and not _same_ns(f"/proc/{ppid}/ns/pid", "/proc/self/ns/pid"):
+            targets.append(os.pidfd_open(ppid))  # the sandbox's init
+    except (OSError, StopIteration, ValueError):
+        return
+
+    def run() -> None:
+        try:
+            select.select([gofer_fd], [], [])
+            if not handle._closing:
+                for fd in targets:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    except OSError:
+                        pass
+        finally:
+            for fd in (gofer_fd, *targets):
+                os.close(fd)
+
+    threading.Thread(target=run, name="gofer-watch", daemon=True).start()
 
 
 def _same_ns(a: str, b: str) -> bool:

@@ -126,3 +126,35 @@ def test_blocking_fifo_open_does_not_stall_the_sandbox(setup):
     """)
     cp, run = apply(profile, ["python3", "-c", code], state)
     assert cp.stdout.decode().strip() == "True ['via fifo']", cp.stderr.decode()
+
+
+def test_the_sandbox_dies_with_the_gofer(setup):
+    """A program that makes no more file calls is still killed when its Gofer dies."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tmp, profile, state = setup
+    env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state))
+    exe = Path(sys.executable).with_name("sandboxctl")
+    code = "import time\nprint('up', flush=True)\nwhile True: time.sleep(0.05)"
+    p = subprocess.Popen([str(exe), "apply", "--tty", "never", str(profile), "--", "python3",
+                          "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline() == b"up\n"
+        kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        mine = os.readlink("/proc/self/ns/mnt")
+        gofers = [int(k) for k in kids if os.readlink(f"/proc/{k}/ns/mnt") != mine
+                  and "Seccomp:\t2" in Path(f"/proc/{k}/status").read_text()]
+        assert len(gofers) == 1, kids  # the confined child in the sandbox's mounts
+        t0 = time.monotonic()
+        os.kill(gofers[0], signal.SIGKILL)
+        rc = p.wait(timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert rc != 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
