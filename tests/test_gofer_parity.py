@@ -122,6 +122,16 @@ t("listdir dirfd", lambda: sorted(os.listdir(d)))
 t("fchdir", lambda: os.fchdir(d))
 t("getcwd 3", lambda: os.getcwd()[len(B):])
 t("bad dirfd", lambda: os.stat("x", dir_fd=999))
+import fcntl
+def fdflags(flags):
+    fd = os.open(B + "/file", flags)
+    try:
+        return [fcntl.fcntl(fd, fcntl.F_GETFD), fcntl.fcntl(fd, fcntl.F_GETFL) & 0o7777777]
+    finally:
+        os.close(fd)
+t("O_CLOEXEC kept", lambda: fdflags(os.O_RDONLY | os.O_CLOEXEC))
+t("no O_CLOEXEC", lambda: fdflags(os.O_RDWR | os.O_APPEND))
+t("O_NONBLOCK kept", lambda: fdflags(os.O_RDONLY | os.O_NONBLOCK))
 os.chmod(B + "/noperm", 0o700)
 print(json.dumps(out))
 '''
