@@ -26,7 +26,7 @@ GOFER_ALLOWED: tuple[str, ...] = (
     "fstatfs",
     # the file operations it serves (resolution by openat2, everything else *at on fds)
     "openat2", "openat", "readlinkat", "readlink", "faccessat2", "mkdirat", "unlinkat",
-    "renameat2", "linkat", "symlinkat", "fchmodat2", "fchownat", "utimensat", "ftruncate",
+    "renameat2", "linkat", "mknodat", "symlinkat", "fchmodat2", "fchownat", "utimensat", "ftruncate",
     "memfd_create", "fchmod", "getdents64",
 )
 

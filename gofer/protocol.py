@@ -60,6 +60,7 @@ class Op(IntEnum):
     UTIMENS = 14  # a0..a3 = atime s/ns, mtime s/ns; flags bit 1: times NULL; at_flags
     CHDIR = 15  # -> fd (O_PATH directory), path: canonical
     GETPATH = 16  # handle -> path: canonical path of the attached directory
+    MKNOD = 17  # mode (type | permissions), a0 = device
 
 
 class ProtocolError(ValueError):

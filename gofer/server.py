@@ -386,6 +386,16 @@ class FileServer:
             os.close(tgt.fd)
         return self._ok(path=full)
 
+    def op_mknod(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
+        tgt, last, full = self._mutate_parent(req, fds, req.handle, req.name)
+        try:
+            os.mknod(last, req.mode, req.a[0], dir_fd=tgt.fd)
+        except OSError as exc:
+            raise self._fail(exc, full) from None
+        finally:
+            os.close(tgt.fd)
+        return self._ok(path=full)
+
     def op_unlink(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
         tgt, last, full = self._mutate_parent(req, fds, req.handle, req.name)
         try:
@@ -540,6 +550,7 @@ class FileServer:
         Op.UNLINK: op_unlink, Op.RENAME: op_rename, Op.LINK: op_link, Op.SYMLINK: op_symlink,
         Op.CHMOD: op_chmod, Op.CHOWN: op_chown, Op.TRUNCATE: op_truncate,
         Op.UTIMENS: op_utimens, Op.CHDIR: op_chdir, Op.GETPATH: op_getpath,
+        Op.MKNOD: op_mknod,
     }
 
     # -- the socket loop ---------------------------------------------------------------

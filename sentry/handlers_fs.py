@@ -545,6 +545,26 @@ def handle_fchmodat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     return _one(ctx, call, mem, Op.CHMOD, _s32(a[0]), a[1], mode=a[2] & 0o7777)
 
 
+def handle_fchmodat2(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    flags = _s32(a[3])
+    if flags & ~(gsys.AT_SYMLINK_NOFOLLOW | gsys.AT_EMPTY_PATH):
+        return Errno(E.EINVAL)
+    return _one(ctx, call, mem, Op.CHMOD, _s32(a[0]), a[1], mode=a[2] & 0o7777, at_flags=flags)
+
+
+def handle_mknod(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.MKNOD, AT_FDCWD, a[0], mode=a[1] & 0xFFFFFFFF,
+                a=(a[2] & 0xFFFFFFFF, 0, 0, 0))
+
+
+def handle_mknodat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _one(ctx, call, mem, Op.MKNOD, _s32(a[0]), a[1], mode=a[2] & 0xFFFFFFFF,
+                a=(a[3] & 0xFFFFFFFF, 0, 0, 0))
+
+
 def _ids(uid: int, gid: int) -> tuple[int, int, int, int]:
     return (_s32(uid) & 0xFFFFFFFF, _s32(gid) & 0xFFFFFFFF, 0, 0)
 
@@ -607,6 +627,45 @@ def handle_utimensat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
         return _serve(ctx, call, body)
     return _one(ctx, call, mem, Op.UTIMENS, dirfd, path_addr, flags=tflag, a=times,
                 at_flags=flags)
+
+
+def _timevals(mem: Memory, addr: int, kind: str) -> tuple[int, int, int, int] | None:
+    """utime's struct utimbuf or utimes' struct timeval[2] as utimensat times."""
+    if not addr:
+        return None
+    try:
+        if kind == "utimbuf":
+            at, mt = struct.unpack("<qq", mem.read(addr, 16))
+            return (at, 0, mt, 0)
+        a_s, a_us, m_s, m_us = struct.unpack("<qqqq", mem.read(addr, 32))
+    except OSError:
+        raise _Fail(E.EFAULT) from None
+    if not (0 <= a_us < 1_000_000 and 0 <= m_us < 1_000_000):
+        raise _Fail(E.EINVAL)
+    return (a_s, a_us * 1000, m_s, m_us * 1000)
+
+
+def _old_utimes(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int,
+                times_addr: int, kind: str) -> Decision:
+    try:
+        times = _timevals(mem, times_addr, kind)
+    except _Fail as f:
+        return Errno(f.errno)
+    return _one(ctx, call, mem, Op.UTIMENS, dirfd, path_addr, flags=1 if times is None else 0,
+                a=times or (0, 0, 0, 0))
+
+
+def handle_utime(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _old_utimes(ctx, call, mem, AT_FDCWD, call.args[0], call.args[1], "utimbuf")
+
+
+def handle_utimes(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _old_utimes(ctx, call, mem, AT_FDCWD, call.args[0], call.args[1], "timeval")
+
+
+def handle_futimesat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    a = call.args
+    return _old_utimes(ctx, call, mem, _s32(a[0]), a[1], a[2], "timeval")
 
 
 # -- the working directory -----------------------------------------------------------------
@@ -699,6 +758,12 @@ TABLE: dict[str, Entry] = {
     "symlinkat": _e("handle_symlinkat", _CHANGE),
     "chmod": _e("handle_chmod", _CHANGE),
     "fchmodat": _e("handle_fchmodat", _CHANGE),
+    "fchmodat2": _e("handle_fchmodat2", _CHANGE),
+    "mknod": _e("handle_mknod", _CHANGE),
+    "mknodat": _e("handle_mknodat", _CHANGE),
+    "utime": _e("handle_utime", _CHANGE),
+    "utimes": _e("handle_utimes", _CHANGE),
+    "futimesat": _e("handle_futimesat", _CHANGE),
     "chown": _e("handle_chown", _CHANGE),
     "lchown": _e("handle_lchown", _CHANGE),
     "fchownat": _e("handle_fchownat", _CHANGE),
