@@ -283,3 +283,36 @@ print(len(got), hashlib.sha256(got).hexdigest())
         st = h.stats()
         assert st["tcp"]["retransmits"] > 0 and st["write_errors"] > 0, st
     srv.close()
+
+
+def test_netstack_dies_with_its_supervisor():
+    """Nothing runs unsupervised: SIGKILL the process that attached, the netstack goes."""
+    import signal
+
+    code = f"""
+import sys, time
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from _helpers_net import Netns, config
+from sandboxctl.netstack.setup import attach
+ns = Netns()
+h = attach(config(), ns.pid)
+print(h.pid, ns.pid, flush=True)
+time.sleep(60)
+"""
+    sup = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    stack_pid, ns_pid = map(int, sup.stdout.readline().split())
+    try:
+        assert os.path.exists(f"/proc/{stack_pid}")
+        sup.send_signal(signal.SIGKILL)
+        sup.wait()
+
+        def gone() -> bool:
+            try:
+                with open(f"/proc/{stack_pid}/stat") as f:
+                    return f.read().split(")")[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        assert wait_for(gone, timeout=5)
+    finally:
+        os.kill(ns_pid, signal.SIGKILL)
