@@ -150,6 +150,8 @@ class FileServer:
         else:
             if not 0 <= handle < len(fds):
                 raise Refused(E.EBADF)
+            if not stat.S_ISDIR(os.fstat(fds[handle]).st_mode):
+                raise Refused(E.ENOTDIR)
             base = self.fd_path(fds[handle])
             path = base.rstrip("/") + "/" + text
         return self._proc_self(path, req)

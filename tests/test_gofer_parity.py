@@ -122,6 +122,10 @@ t("listdir dirfd", lambda: sorted(os.listdir(d)))
 t("fchdir", lambda: os.fchdir(d))
 t("getcwd 3", lambda: os.getcwd()[len(B):])
 t("bad dirfd", lambda: os.stat("x", dir_fd=999))
+fdf = os.open(B + "/file", O)
+t("file as dirfd", lambda: os.stat("x", dir_fd=fdf))
+rp, wp = os.pipe()
+t("pipe as dirfd", lambda: os.open("x", O, dir_fd=rp))
 import fcntl
 def fdflags(flags):
     fd = os.open(B + "/file", flags)
