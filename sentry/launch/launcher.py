@@ -122,8 +122,12 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         # SIGTERM, handled below: if the supervisor dies the keeper kills the sandbox and
         # removes its cgroups. (Init has SIGKILL as its own pdeath signal, for the keeper.)
         init_pid: list[int] = []
+        orphaned: list[bool] = []
 
         def supervisor_gone(signum: int, frame: object) -> None:
+            # (getppid() may still name the supervisor here: the signal comes when the
+            # thread that forked us dies, and we are first handed to its other threads.)
+            orphaned.append(True)
             for pid in init_pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -160,7 +164,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
             break
         except ChildProcessError:
             os._exit(125)
-    if os.getppid() != s.supervisor:
+    if orphaned or os.getppid() != s.supervisor:
         # The supervisor was killed: nobody else will remove the (now empty) cgroups.
         for fd, name in reversed(cg_parents):
             cgroup.rmdir_retry(name, dir_fd=fd, timeout=10.0)  # nobody waits for us
