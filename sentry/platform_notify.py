@@ -41,6 +41,7 @@ SECCOMP_ADDFD_FLAG_SEND = 1 << 1
 # Linux 6.6+: wake the Sentry synchronously (WF_SYNC): the trapped thread hands its CPU to
 # the Sentry and back, which cuts the round trip. Older kernels refuse it; that is fine.
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
+MAX_WORKERS = 32  # threads serving calls that may block, at most
 
 
 def _iowr(nr: int, size: int) -> int:
@@ -286,6 +287,10 @@ class NotifyLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.nworkers = workers
+        # more workers are started while every one is busy (blocked FIFO opens...)
+        self.max_workers = max(workers, MAX_WORKERS) if workers else 0
+        self.idle = 0  # workers waiting for work; changed under idle_lock
+        self.idle_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.error: BaseException | None = None
         self.served = 0
@@ -303,10 +308,8 @@ class NotifyLoop:
         call run(), before the Sentry's own filter is loaded (TSYNC covers them)."""
         self.main_ident = threading.get_ident()
         signal.signal(signal.SIGUSR1, _interrupt)
-        for i in range(self.nworkers):
-            t = threading.Thread(target=self._worker, name=f"sentry-worker-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
+        for _ in range(self.nworkers):
+            self._add_worker()
         w = threading.Thread(target=self._watch, name="sentry-watch", daemon=True)
         w.start()
         self.watcher = w
@@ -334,6 +337,26 @@ class NotifyLoop:
                 return
             time.sleep(0.02)
 
+    def _add_worker(self, idle: bool = True) -> None:
+        t = threading.Thread(target=self._worker, name=f"sentry-worker-{len(self.threads)}",
+                             daemon=True)
+        if idle:
+            with self.idle_lock:
+                self.idle += 1
+        self.threads.append(t)
+        t.start()
+
+    def _submit(self, item: tuple) -> None:
+        """Queue a may-block call for a free worker (reserved here, so a burst of calls
+        is counted before any worker picks one up); start another if none is free."""
+        with self.idle_lock:
+            free = self.idle > 0
+            if free:
+                self.idle -= 1
+        if not free and len(self.threads) < self.max_workers:
+            self._add_worker(idle=False)
+        self.queue.put(item)
+
     def _worker(self) -> None:
         responder = Responder(self.fd, self.sizes)
         while True:
@@ -347,6 +370,8 @@ class NotifyLoop:
                 self.error = exc
                 os.write(self.wake_w, b"!")
                 return
+            with self.idle_lock:
+                self.idle += 1
 
     def _serve_one(self, responder: Responder, nid: int, call: Call, slot) -> None:
         mem = ProcessMemory(call.pid, responder.io)
@@ -386,7 +411,7 @@ class NotifyLoop:
                 if log is not None:
                     log(f"recv id={nid:#x} pid={call.pid} {call.name}{call.args}")
                 if slot.may_block and threads:
-                    self.queue.put((nid, call, slot))
+                    self._submit((nid, call, slot))
                 else:
                     self._serve_one(self.responder, nid, call, slot)
             if self.error is not None:

@@ -292,3 +292,24 @@ int main(void) {
     printf("after %ld\n", r); return 0;
 }
 '''
+
+
+C_PROGRAMS["slowmany"] = r'''
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static long got[8];
+static void *thr(void *a) { got[(long)a] = syscall(SYS_getppid); return 0; }
+int main(void) {
+    struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a);
+    pthread_t t[8];
+    for (long i = 0; i < 8; i++) pthread_create(&t[i], 0, thr, (void *)i);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long sum = 0; for (int i = 0; i < 8; i++) sum += got[i];
+    printf("ms=%ld sum=%ld\n", (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000, sum);
+    return 0;
+}
+'''

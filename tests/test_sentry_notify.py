@@ -197,3 +197,15 @@ def test_foreign_abi_is_killed_with_the_optimized_filter(tmp_path, progs):
     res, out, err = _run(make_plan(), [progs["i386"]], tmp_path)
     assert out.split() == ["before"]
     assert res.signal == signal.SIGSYS
+
+
+def test_worker_pool_grows_while_every_worker_blocks(tmp_path, progs, monkeypatch):
+    from _helpers_sentry import with_test_handlers
+
+    with_test_handlers(monkeypatch)
+    extra = (rule("getppid", 110, "emulate", handler="slow"),)
+    res, out, err = _run(make_plan(extra=extra), [progs["slowmany"]], tmp_path)
+    vals = dict(kv.split("=") for kv in out.split())
+    assert vals["sum"] == str(8 * 42), (out, err)
+    # 8 calls of 1.5 s each, 4 workers to start with: served together, not in two rounds
+    assert int(vals["ms"]) < 2800, out
