@@ -54,6 +54,20 @@ def glob_to_regex(glob: str) -> str:
     return "".join(out)
 
 
+def _literal_dir(glob: str) -> str:
+    """"/srv/secret" for "/srv/secret/**", "/home" for "/home/*/.ssh": the deepest
+    directory every match lies under."""
+    cut = len(glob)
+    for ch in "*?[":
+        k = glob.find(ch)
+        if k >= 0:
+            cut = min(cut, k)
+    lit = glob[:cut]
+    if cut < len(glob):
+        lit = lit[:lit.rfind("/")] if "/" in lit else ""
+    return lit.rstrip("/") or "/"
+
+
 def _normalize_glob(glob: str) -> str:
     glob = glob.rstrip("/") or "/"
     return glob
@@ -65,6 +79,7 @@ class RuleSet:
 
     rules: tuple[PathRule, ...]
     regex: re.Pattern[str] | None
+    prefixes: tuple[str, ...] = ()  # the literal directory each glob starts with
 
     @classmethod
     def build(cls, rules: tuple[PathRule, ...]) -> "RuleSet":
@@ -72,7 +87,17 @@ class RuleSet:
             return cls((), None)
         parts = [f"(?P<r{i}>{glob_to_regex(_normalize_glob(r.glob))})" for i, r in enumerate(rules)]
         # "(?:/.*)?": a rule also matches everything under what it names, in one match
-        return cls(tuple(rules), re.compile("(?:" + "|".join(parts) + r")(?:/.*)?\Z", re.DOTALL))
+        rx = re.compile("(?:" + "|".join(parts) + r")(?:/.*)?\Z", re.DOTALL)
+        return cls(tuple(rules), rx, tuple(_literal_dir(r.glob) for r in rules))
+
+    def may_match_under(self, path: str) -> bool:
+        """Could a rule match something under directory `path`? (Its literal directory
+        is inside `path`, or `path` is inside the part of the tree its wildcards span.)"""
+        d = path.rstrip("/")
+        for p in self.prefixes:
+            if p == "/" or (p + "/").startswith(d + "/") or (d + "/").startswith(p + "/"):
+                return True
+        return False
 
     def match(self, path: str) -> int:
         """Index of the first rule matching `path` or one of its ancestors; -1 if none."""

@@ -416,6 +416,7 @@ class FileServer:
         try:
             new, new_last, new_full = self._mutate_parent(req, fds, req.handle2, req.name2)
             try:
+                self._guard_subtree(old.fd, old_last, old_full)
                 gsys.renameat2(old.fd, old_last, new.fd, new_last, req.flags)
             except OSError as exc:
                 raise self._fail(exc, old_full) from None
@@ -424,6 +425,47 @@ class FileServer:
         finally:
             os.close(old.fd)
         return self._ok(path=old_full)
+
+    _SUBTREE_LIMIT = 20000
+
+    def _guard_subtree(self, parent_fd: int, name: bytes, path: str) -> None:
+        """Renaming a directory moves everything under it: refuse (EXDEV, so `mv` falls
+        back to copying file by file, each copy checked) when something under it is
+        protected by a deny or readonly rule, or when that cannot be known."""
+        rulesets = [(rs, kind) for rs, kind in ((self.policy.deny, RULE_DENY),
+                                                (self.policy.readonly, RULE_READONLY))
+                    if rs.rules and rs.may_match_under(path)]
+        if not rulesets:
+            return
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except OSError:
+            return  # renameat2 gives the errno
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        try:
+            top = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=parent_fd)
+        except OSError:
+            raise Refused(E.EXDEV, RULE_NONE, -1, path) from None
+        seen = 0
+        errors: list[OSError] = []
+        try:
+            for root, dirs, files, _fd in os.fwalk(".", dir_fd=top, onerror=errors.append):
+                base = path.rstrip("/") + ("" if root == "." else "/" + root[2:])
+                for entry in (*dirs, *files):
+                    seen += 1
+                    full = base + "/" + entry
+                    for rs, kind in rulesets:
+                        i = rs.match(full)
+                        if i >= 0:
+                            raise Refused(E.EXDEV, kind, i, full)
+                if seen > self._SUBTREE_LIMIT:
+                    raise Refused(E.EXDEV, RULE_NONE, -1, path)
+        finally:
+            os.close(top)
+        if errors:
+            raise Refused(E.EXDEV, RULE_NONE, -1, path)
 
     def op_link(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
         old_path = self.request_path(req, req.handle, req.name, fds)

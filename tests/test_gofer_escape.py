@@ -226,3 +226,23 @@ def test_blocking_fifo_open_does_not_stall_other_requests(env):
     rep = got["rep"]
     assert rep.errno == 0 and os.read(rep.fd, 100) == b"through the fifo"
     os.close(rep.fd)
+
+
+def test_renaming_a_directory_cannot_move_protected_files_out(env):
+    _, host, client, _ = env
+    rw = host / "rw"
+    (rw / "locked" / "sub").mkdir()
+    (rw / "locked" / "sub" / "x").write_text("keep")
+    (rw / "free").mkdir()
+    (rw / "free" / "y").write_text("y")
+    # the readonly directory's parent cannot be renamed away from the rule...
+    rep = call(client, Op.RENAME, b"/rw/locked", name2=b"/rw/unlocked")
+    assert rep.errno == E.EXDEV and rep.rule_kind == RULE_READONLY
+    assert rep.path == b"/rw/locked/f" or rep.path.startswith(b"/rw/locked/")
+    # ...nor can a subdirectory be moved out of it (that is a write under the rule)
+    rep = call(client, Op.RENAME, b"/rw/locked/sub", name2=b"/rw/sub")
+    assert rep.errno == E.EROFS and rep.rule_kind == RULE_READONLY
+    # a directory with nothing protected inside renames as usual
+    assert call(client, Op.RENAME, b"/rw/free", name2=b"/rw/free2").errno == 0
+    assert (rw / "free2" / "y").read_text() == "y"
+    assert (rw / "locked" / "sub" / "x").read_text() == "keep"
