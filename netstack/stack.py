@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine.plan import NetworkConfig, Source
-from . import dns, wire
+from . import dns, ipv6, wire
 from .egress import EgressPolicy
 from .link import Link
 from .tcp import Limits, Tcp
@@ -80,9 +80,11 @@ class Stack:
         iface = ipaddress.ip_interface(config.address)
         self.sandbox_ip = iface.ip.packed
         self.gateway_ip = ipaddress.ip_address(config.gateway).packed
+        self.sandbox_ip6 = ipv6.packed(ipv6.SANDBOX6)
+        self.gateway_ip6 = ipv6.packed(ipv6.GATEWAY6)
         self.tap_fd = tap_fd
         os.set_blocking(tap_fd, False)
-        self.link = Link(tap_fd, self.gateway_ip, self.sandbox_ip)
+        self.link = Link(tap_fd, self.gateway_ip, self.sandbox_ip, self.sandbox_ip6)
         self.epoll = select.epoll()
         self.fdmap: dict[int, tuple] = {}
         self.tcp = Tcp(self.link, self.epoll, self.fdmap, limits)
@@ -215,7 +217,7 @@ class Stack:
         elif etype == wire.ETH_ARP:
             self._arp(buf, ip, n)
         elif etype == wire.ETH_IP6:
-            self.stats.drop("ipv6")
+            self._ip6(buf, ip, n, vflags)
         else:
             self.stats.drop("ethertype")
 
@@ -261,6 +263,54 @@ class Stack:
         else:
             self.stats.drop("protocol")
 
+    def _ip6(self, buf, ip: int, n: int, vflags: int) -> None:
+        if n - ip < 40 or buf[ip] >> 4 != 6:
+            self.stats.drop("bad ipv6 header")
+            return
+        plen = (buf[ip + 4] << 8) | buf[ip + 5]
+        nh = buf[ip + 6]
+        l4 = ip + 40
+        end = l4 + plen
+        if end > n:
+            self.stats.drop("bad ipv6 header")
+            return
+        src = bytes(buf[ip + 8:ip + 24])
+        dst = bytes(buf[ip + 24:ip + 40])
+        if nh == wire.PROTO_ICMP6:
+            self._icmp6(buf, l4, end, src, dst)
+            return
+        if nh != wire.PROTO_TCP and nh != wire.PROTO_UDP:
+            self.stats.drop("ipv6 next header")  # extension headers included
+            return
+        if src != self.sandbox_ip6:
+            self.stats.drop("spoofed source")
+            return
+        if not vflags & (wire.VNET_F_NEEDS_CSUM | wire.VNET_F_DATA_VALID):
+            if wire.csum_sum(buf[l4:end], wire.pseudo_sum6(src, dst, nh, end - l4)) != 0:
+                self.stats.drop("bad l4 checksum")
+                return
+        if nh == wire.PROTO_TCP:
+            self.tcp.segment(buf, l4, end, src, dst, self._connect_tcp)
+        else:
+            self._udp(buf, l4, end, dst)
+
+    def _icmp6(self, buf, off: int, end: int, src: bytes, dst: bytes) -> None:
+        msg = bytes(buf[off:end])
+        if len(msg) < 8 or wire.csum_sum(msg, wire.pseudo_sum6(src, dst, wire.PROTO_ICMP6, len(msg))):
+            self.stats.drop("bad icmp checksum")
+            return
+        target = ipv6.solicited_target(msg)
+        if target is not None:
+            if target == self.gateway_ip6 and src != bytes(16):
+                na = ipv6.neighbor_advert(self.gateway_ip6, self.link.gateway_mac, src)
+                self.link.send_ip6(self.gateway_ip6, wire.PROTO_ICMP6, na, dst=src, hop_limit=255)
+            return
+        if msg[0] == wire.ICMP6_ECHO_REQUEST and dst == self.gateway_ip6:
+            reply = ipv6.icmp6_message(dst, src, bytes((wire.ICMP6_ECHO_REPLY, 0)) + msg[2:])
+            self.link.send_ip6(dst, wire.PROTO_ICMP6, reply, dst=src)
+            return
+        self.stats.drop("icmp6")  # router solicitations, MLD reports, ...
+
     def _arp(self, buf, off: int, n: int) -> None:
         if n - off < wire.ARP_PKT.size:
             self.stats.drop("short arp")
@@ -291,6 +341,8 @@ class Stack:
 
     # -- egress ---------------------------------------------------------------------------
     def _real_dest(self, dst: bytes) -> str:
+        if len(dst) == 16:
+            return ipv6.HOST_LOOPBACK6 if dst == self.gateway_ip6 else socket.inet_ntop(socket.AF_INET6, dst)
         return HOST_LOOPBACK if dst == self.gateway_ip else socket.inet_ntoa(dst)
 
     def _allowed(self, dst: bytes, port: int, proto: str) -> str | None:
@@ -308,7 +360,7 @@ class Stack:
             self.emit({
                 "time": time.time(), "kind": "network", "action": "deny", "dest": real,
                 "port": port, "protocol": proto, "host": self.names.get(real),
-                "sandbox_dest": socket.inet_ntoa(dst),
+                "sandbox_dest": str(ipaddress.ip_address(dst)),
                 "rule": None,
                 "near": _source_dict(verdict.near.source) if verdict.near else None,
                 "default": _source_dict(self.config.source),
@@ -320,7 +372,7 @@ class Stack:
         if real is None:
             return None, ""
         try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if len(dst) == 16 else socket.AF_INET, socket.SOCK_STREAM)
         except OSError:  # out of descriptors: refuse, as a full host would
             self.stats.drop("no socket")
             return None, ""
@@ -364,7 +416,7 @@ class Stack:
             if real is None:
                 return
             try:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(socket.AF_INET6 if len(dst) == 16 else socket.AF_INET, socket.SOCK_DGRAM)
             except OSError:
                 self.stats.drop("no socket")
                 return

@@ -12,11 +12,13 @@ import ctypes
 import fcntl
 import ipaddress
 import os
+import socket
 import struct
 import threading
 
 from ..engine.errors import HostError, SandboxError
 from ..engine.plan import NetworkConfig
+from . import ipv6
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -29,6 +31,7 @@ TUN_F_TSO6 = 0x04
 CLONE_NEWNET = 0x40000000
 TAP_NAME = "eth0"
 TXQLEN = 4096
+IFA_F_NODAD = 0x02
 
 
 def _setns(path: str) -> None:
@@ -96,5 +99,10 @@ def _configure(config: NetworkConfig, name: str) -> bytes:
         ipr.link("set", index=idx, mtu=config.mtu, txqlen=TXQLEN, state="up")
         ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
         ipr.route("add", dst="0.0.0.0/0", gateway=config.gateway)
+        # IPv6: a unique-local /64 that exists only on this link (no DAD: usable at once)
+        v6 = ipaddress.ip_interface(ipv6.SANDBOX6)
+        ipr.addr("add", index=idx, address=str(v6.ip), prefixlen=v6.network.prefixlen,
+                 flags=IFA_F_NODAD)
+        ipr.route("add", dst="::/0", gateway=ipv6.GATEWAY6, family=socket.AF_INET6)
         link = ipr.get_links(idx)[0]
         return bytes.fromhex(link.get_attr("IFLA_ADDRESS").replace(":", ""))

@@ -34,6 +34,12 @@ PROTO_TCP = 6
 PROTO_UDP = 17
 
 IP4_HDR = struct.Struct("!BBHHHBBH4s4s")  # ver_ihl tos len id frag ttl proto csum src dst
+IP6_HDR = struct.Struct("!IHBB16s16s")  # ver_class_flow payload_len next_header hop_limit src dst
+PROTO_ICMP6 = 58
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+ICMP6_NEIGHBOR_SOLICIT = 135
+ICMP6_NEIGHBOR_ADVERT = 136
 TCP_HDR = struct.Struct("!HHIIHHHH")  # sport dport seq ack off_flags window csum urg
 UDP_HDR = struct.Struct("!HHHH")
 ARP_PKT = struct.Struct("!HHBBH6s4s6s4s")

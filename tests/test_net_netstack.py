@@ -314,3 +314,47 @@ for _ in range(2):
             assert f"127.0.0.1:{port}" in str(err.value) and "net-test.yaml:22:7" in str(err.value)
         finally:
             other.close()
+
+
+def test_ipv6_tcp_udp_icmp_through_the_gateway():
+    """IPv6: the gateway fd00:10:0:2::2 is the host's ::1; rules apply to ::1."""
+    srv = socket.socket(socket.AF_INET6)
+    srv.bind(("::1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            c.sendall(b"v6:" + c.recv(10))
+
+    threading.Thread(target=serve, daemon=True).start()
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.bind(("::1", 0))
+    threading.Thread(target=lambda: (lambda d, a: u.sendto(b"u6:" + d, a))(*u.recvfrom(100)),
+                     daemon=True).start()
+    rules = [EgressRule(cidr="::1/128", ports=(port,), protocol="tcp", source=src(40)),
+             EgressRule(cidr="::1/128", ports=(u.getsockname()[1],), protocol="udp", source=src(41))]
+    with netstack(config(rules)) as (ns, _h, events):
+        r = ns.py(f"""
+import socket
+gw = "fd00:10:0:2::2"
+s = socket.create_connection((gw, {port}), timeout=5); s.sendall(b"hi"); print(s.recv(10).decode())
+try:
+    socket.create_connection((gw, {port + 1}), timeout=5); print("CONNECTED")
+except ConnectionRefusedError:
+    print("REFUSED")
+d = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); d.settimeout(3)
+d.sendto(b"x", (gw, {u.getsockname()[1]})); print(d.recv(10).decode())
+p = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); p.settimeout(3)
+p.sendto(bytes([128, 0, 0, 0, 0, 7, 0, 1]) + b"ping6", (gw, 0))   # the kernel fills the checksum
+while True:
+    m = p.recv(100)
+    if m[0] == 129: break
+print(m[0], m[8:].decode())
+""")
+        assert r.stdout.split() == ["v6:hi", "REFUSED", "u6:x", "129", "ping6"]
+        ev = [e for e in events if e["kind"] == "network"]
+        assert [(e["dest"], e["port"], e["sandbox_dest"]) for e in ev] == [("::1", port + 1, "fd00:10:0:2::2")]
+        assert ev[0]["near"]["line"] == 40
+    srv.close(), u.close()
