@@ -57,13 +57,48 @@ def run(args: argparse.Namespace) -> int:
 
         print_json(rows)
         return 0
-    from .output import print_table
+    from .output import is_tty, print_table
 
     def when(t) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"
 
-    print_table(None, ["RUN", "STARTED", "PROFILE", "COMMAND", "EXIT", "DENIALS"],
-                [(r["id"], when(r["started"]), r["profile"], " ".join(r["command"]), r["exit"],
-                  r["denials"]) for r in rows],
-                styles=["cyan", None, None, None, None, "red"])
+    table = [(r["id"], when(r["started"]), r["profile"] or "", " ".join(r["command"]), r["exit"],
+              str(r["denials"])) for r in rows]
+    if not is_tty():
+        print_table(None, ["RUN", "STARTED", "PROFILE", "COMMAND", "EXIT", "DENIALS"], table)
+        return 0
+    from rich.table import Table
+
+    from .output import console
+
+    con = console()
+    # The run id is what people copy: never wrapped or cut. On a narrow terminal the
+    # command gives way first, then STARTED and PROFILE are left out.
+    names = ["RUN", "STARTED", "PROFILE", "COMMAND", "EXIT", "DENIALS"]
+    short = [(r[0], when_short(rows[i]["started"]), r[2][:16], r[3], r[4], r[5])
+             for i, r in enumerate(table)]
+
+    def width(c: int) -> int:
+        return max([len(names[c])] + [len(r[c]) for r in short]) + 3  # padding + border
+
+    for cols in ((0, 1, 2, 3, 4, 5), (0, 2, 3, 4, 5), (0, 3, 4, 5)):
+        room = con.width - sum(width(c) for c in cols if c != 3) - 4
+        if room >= 8:
+            break
+    room = max(5, room)
+    t = Table(show_lines=False)
+    for c in cols:
+        t.add_column(names[c], no_wrap=True, style={0: "cyan", 5: "red"}.get(c),
+                     justify="right" if c == 5 else "left")
+    for r in short:
+        cmd = r[3] if len(r[3]) <= room else r[3][: room - 1] + "…"
+        cells = (r[0], r[1], r[2], cmd, r[4], r[5])
+        t.add_row(*(cells[c] for c in cols))
+    con.print(t)
     return 0
+
+
+def when_short(t) -> str:
+    import time
+
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(t)) if t else "?"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,16 @@ def test_documented_bench_command():
     ratio = [l for l in p.stdout.splitlines() if l.startswith("allowed-call ratio sandboxctl/native")]
     assert ratio and float(ratio[0].split(":")[1].split()[0]) < 3  # loose: CI machines are noisy
     assert "trapped call: sandboxctl" in p.stdout
+
+
+def test_ps_on_a_terminal_never_cuts_the_run_id(runs):
+    if shutil.which("script") is None:
+        pytest.skip("script (util-linux) is not installed")
+    state, (r1, r2, r3) = runs
+    e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state), COLUMNS="80", TERM="xterm")
+    p = subprocess.run(["script", "-qc", f"{SANDBOXCTL} ps", "/dev/null"], capture_output=True,
+                       text=True, env=e, timeout=60)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", p.stdout)
+    for r in (r1, r2, r3):
+        assert r.run.id in text
+    assert "killed (ptrace)" in text and all(len(l) <= 80 for l in text.splitlines())
