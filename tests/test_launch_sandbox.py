@@ -249,3 +249,12 @@ def test_overlay_none_readonly_root_with_writable_tmpfs(tmp_path, state):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["etc-ro", "top-ro", "tmp-rw", "scratch-rw"]
     assert not os.path.exists("/h2a-scratch")  # the mount point lives in the sandbox only
+
+
+def test_network_passthrough_keeps_the_hosts_interfaces(tmp_path, state):
+    prof = write_profile(tmp_path, "network: {mode: passthrough}\n")
+    r = apply(prof, "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1", state=state)
+    assert r.returncode == 0, r.stderr
+    with open("/proc/net/dev") as fh:
+        host = sorted(line.split(":")[0].strip() for line in fh.readlines()[2:])
+    assert sorted(x.strip() for x in r.stdout.splitlines()) == host
