@@ -274,7 +274,8 @@ class FileServer:
                 raise Refused(E.EROFS, RULE_SYNTHETIC, -1, spath)
             return self._ok(path=spath, fd=self._synthetic_fd(spath))
         if flags & os.O_PATH:
-            tgt = self.probe(path, not flags & os.O_NOFOLLOW, False)
+            tgt = self.probe(path + ("/" if flags & os.O_DIRECTORY and not path.endswith("/")
+                                     else ""), not flags & os.O_NOFOLLOW, False)
             return self._ok(path=tgt.path, fd=tgt.fd)
         creat = bool(flags & os.O_CREAT) and flags & _O_TMPFILE != _O_TMPFILE
         follow = not (flags & os.O_NOFOLLOW or (creat and flags & os.O_EXCL))
@@ -287,6 +288,10 @@ class FileServer:
         try:
             if creat and flags & os.O_EXCL:
                 raise Refused(E.EEXIST, RULE_NONE, -1, tgt.path)
+            if tgt.path in self.policy.synthetic:  # reached through a symlink
+                if write:
+                    raise Refused(E.EROFS, RULE_SYNTHETIC, -1, tgt.path)
+                return self._ok(path=tgt.path, fd=self._synthetic_fd(tgt.path))
             st = os.fstat(tgt.fd)
             if stat.S_ISLNK(st.st_mode):
                 raise Refused(E.ELOOP, RULE_NONE, -1, tgt.path)

@@ -155,11 +155,14 @@ def test_readonly_glob(env):
 
 
 def test_synthetic_file(env):
-    _, _, client, _ = env
+    _, host, client, _ = env
     rep, data = read_open(client, b"/etc/hostname")
     assert data == b"sandbox-host\n"
     rep = call(client, Op.OPEN, b"/etc/hostname", flags=os.O_RDWR)
     assert (rep.errno, rep.rule_kind) == (E.EROFS, RULE_SYNTHETIC)
+    os.symlink("/etc/hostname", host / "rw" / "to-hostname")  # a symlink reaches it too
+    rep, data = read_open(client, b"/rw/to-hostname")
+    assert data == b"sandbox-host\n"
 
 
 def test_directory_swapped_for_a_symlink_never_leads_out(env):
