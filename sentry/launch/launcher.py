@@ -3,10 +3,13 @@
 Processes (host view):
 
     supervisor  (`sandboxctl apply`: signals, pty relay, Sentry, Gofer, netstack, cgroups)
-     └─ keeper  joins the cgroups, unshares user/mnt/uts/ipc/net/cgroup/pid namespaces,
-        │       writes its uid/gid maps, brings loopback up; dies with the supervisor
+     └─ keeper  unshares user/mnt/uts/ipc/net/pid namespaces, writes its uid/gid maps,
+        │       brings loopback up; if the supervisor dies it kills init and removes
+        │       the cgroups (it is outside the pid namespace, so the program cannot see it)
         └─ init   pid 1 of the sandbox: hostname, builds the root and pivots into it,
-           │      then only reaps; its exit kills everything left in the sandbox
+           │      waits until the supervisor has moved it into the cgroups, unshares the
+           │      cgroup namespace, opens the pty; then only reaps; its exit kills
+           │      everything left in the sandbox
            └─ program  cwd, rlimits, capabilities, no_new_privs, closes every other fd,
                        then load_and_exec (the Sentry's part: filter, report, execve)
 
