@@ -152,6 +152,8 @@ class Tcp:
             if flags & TCP_SYN and flags & TCP_ACK and ack == (c.iss + 1) & M:
                 mss, ws = wire.parse_tcp_options(buf[off + 20:off + doff])
                 c.rcv_nxt = (seq + 1) & M
+                if ws is None:
+                    c.rcv_wscale = 0  # scaling only when both sides offered it
                 self._peer_options(c, mss, ws, win)
                 c.snd_una = c.snd_nxt = ack
                 c.state = ESTABLISHED
