@@ -233,6 +233,11 @@ def test_rootless_same_guarantees(open_dir):
     assert r.stderr.count("warning") <= 1
     assert wait_for(lambda: not procs_with(m), timeout=5)
     assert not (share / "x").exists()
+    # the built-in default profile (Gofer mediation) as the same unprivileged user
+    r = apply("default", "sh", "-c", "id -u; uname -r; ls /proc | grep -c '^[0-9]'",
+              state=state, user=65534)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:2] == ["0", "4.4.0"]
 
 
 def _children(pid: int) -> list[int]:
