@@ -82,9 +82,10 @@ s = socket.create_connection(("10.0.2.2", {echo.port}), timeout=5); s.sendall(b"
     echo.close()
 
 
-def test_large_transfer_both_directions_is_intact():
+@pytest.mark.parametrize("mtu", [65520, 1500])  # at 1500, both directions use GSO/TSO frames
+def test_large_transfer_both_directions_is_intact(mtu):
     echo = TcpEcho()
-    with netstack(config([EgressRule(cidr="127.0.0.1/32")])) as (ns, _h, _e):
+    with netstack(config([EgressRule(cidr="127.0.0.1/32")], mtu=mtu)) as (ns, _h, _e):
         r = ns.py(f"""
 import socket, hashlib, threading, os
 data = os.urandom(1 << 20) * 24          # 24 MiB up, echoed back down
