@@ -1,13 +1,15 @@
 """The Sentry's side of the Gofer connection.
 
 Thread safe: several Sentry threads may wait at once (a blocking FIFO open does not hold
-up a stat). Whoever waits reads the socket for everybody and hands each reply to its
-request id, so the common single-threaded case costs one send and one receive.
+up a stat). Whoever holds the read lock reads the socket for everybody and files each
+reply under its request id, so the common single-threaded case costs one send and one
+receive, and no thread hand-off.
 """
 
 from __future__ import annotations
 
 import errno as E
+import itertools
 import os
 import socket
 import threading
@@ -23,22 +25,18 @@ class GoferGone(OSError):
 class GoferClient:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._next = 1
+        self._read_lock = threading.Lock()
+        self._ids = itertools.count(1)  # next() is atomic under the GIL
         self._done: dict[int, Reply] = {}
-        self._reading = False
         self._dead = False
         self._buf = bytearray(MAX_MESSAGE)  # used by the one reading thread at a time
 
     def call(self, req: Request, fds: list[int] | tuple[int, ...] = ()) -> Reply:
         """Send one request (with `fds` attached, not consumed) and wait for its reply.
         The reply's `fd`, if any, belongs to the caller."""
-        with self._lock:
-            if self._dead:
-                raise GoferGone(E.EPIPE, "the Gofer is gone")
-            req_id = self._next
-            self._next = (self._next + 1) & 0xFFFFFFFF or 1
+        if self._dead:
+            raise GoferGone(E.EPIPE, "the Gofer is gone")
+        req_id = next(self._ids) & 0xFFFFFFFF
         msg = encode_request(req_id, req)
         try:
             if fds:
@@ -46,30 +44,32 @@ class GoferClient:
             else:
                 self.sock.sendmsg([msg])
         except OSError as exc:
-            self._die()
+            self._dead = True
             raise GoferGone(exc.errno or E.EPIPE, "the Gofer is gone") from exc
-        with self._cond:
-            while True:
-                rep = self._done.pop(req_id, None)
-                if rep is not None:
-                    return rep
+        done = self._done
+        while True:
+            rep = done.pop(req_id, None)
+            if rep is not None:
+                return rep
+            # Whoever holds the read lock reads one reply for everybody. A reader may sit
+            # on a slow reply (a FIFO open), so the others poll their slot meanwhile.
+            if not self._read_lock.acquire(timeout=0.002):
                 if self._dead:
                     raise GoferGone(E.EPIPE, "the Gofer is gone")
-                if self._reading:
-                    self._cond.wait()
-                    continue
-                self._reading = True
-                self._cond.release()
-                try:
-                    got = self._read_one()
-                finally:
-                    self._cond.acquire()
-                    self._reading = False
+                continue
+            try:
+                rep = done.pop(req_id, None)
+                if rep is not None:
+                    return rep
+                got = self._read_one()
                 if got is None:
                     self._dead = True
-                else:
-                    self._done[got[0]] = got[1]
-                self._cond.notify_all()
+                    raise GoferGone(E.EPIPE, "the Gofer is gone")
+                if got[0] == req_id:
+                    return got[1]
+                done[got[0]] = got[1]
+            finally:
+                self._read_lock.release()
 
     def _read_one(self) -> tuple[int, Reply] | None:
         while True:
@@ -91,13 +91,8 @@ class GoferClient:
             close_all(fds[1:])
             return req_id, rep
 
-    def _die(self) -> None:
-        with self._cond:
-            self._dead = True
-            self._cond.notify_all()
-
     def close(self) -> None:
-        self._die()
+        self._dead = True
         try:
             self.sock.close()
         except OSError:
