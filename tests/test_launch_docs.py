@@ -37,6 +37,11 @@ def test_doc_example(command, expected, tmp_path):
     if not shutil.which("sandboxctl"):
         pytest.skip("sandboxctl is not on PATH (run .ci/setup)")
     env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(tmp_path))
-    r = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True,
-                       env=env, timeout=60, stdin=subprocess.DEVNULL)
+    try:
+        r = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True,
+                           env=env, timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        for path in re.findall(r"/tmp/[\w.-]+", command):  # files the example wrote
+            if os.path.isfile(path):
+                os.unlink(path)
     assert r.stdout.splitlines() == expected, r.stderr
