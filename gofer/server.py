@@ -21,7 +21,6 @@ server keeps answering other requests.
 
 from __future__ import annotations
 
-import ctypes
 import errno as E
 import os
 import posixpath
@@ -38,9 +37,8 @@ from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, Op, ProtocolError, Rep
                        close_all, decode_header, decode_request, encode_reply, recv_message)
 
 _RESOLVE = gsys.RESOLVE_IN_ROOT | gsys.RESOLVE_NO_MAGICLINKS
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 _O_TMPFILE = 0o20200000
-_libc = ctypes.CDLL(None, use_errno=True)
 _MAX_BLOCKING = 64  # concurrent blocking opens (FIFOs, ttys)
 
 
@@ -59,13 +57,6 @@ class Refused(Exception):
 class _Target:
     fd: int  # O_PATH descriptor of the object (owned)
     path: str  # canonical sandbox path
-
-
-def _fchownat(fd: int, name: bytes, uid: int, gid: int, flags: int) -> None:
-    if _libc.fchownat(ctypes.c_int(fd), ctypes.c_char_p(name), ctypes.c_uint(uid & 0xFFFFFFFF),
-                      ctypes.c_uint(gid & 0xFFFFFFFF), ctypes.c_int(flags)) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -532,7 +523,7 @@ class FileServer:
     def op_chown(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
         tgt = self._mutate_target(req, fds)
         try:
-            _fchownat(tgt.fd, b"", req.a[0], req.a[1], gsys.AT_EMPTY_PATH)
+            gsys.fchownat(tgt.fd, b"", req.a[0], req.a[1], gsys.AT_EMPTY_PATH)
         except OSError as exc:
             raise self._fail(exc, tgt.path) from None
         finally:

@@ -115,6 +115,13 @@ def utimensat(dirfd: int, path: bytes | None, times: tuple[int, int, int, int] |
                     arr, ctypes.c_int(flags)))
 
 
+def fchownat(dirfd: int, path: bytes, uid: int, gid: int, flags: int) -> None:
+    """uid/gid -1 (0xFFFFFFFF) keep the current owner."""
+    _check(_libc.fchownat(ctypes.c_int(dirfd), ctypes.c_char_p(path),
+                          ctypes.c_uint(uid & 0xFFFFFFFF), ctypes.c_uint(gid & 0xFFFFFFFF),
+                          ctypes.c_int(flags)))
+
+
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return _check(_syscall(NR_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(targetfd),
                            ctypes.c_uint(0)))
@@ -151,4 +158,4 @@ def sealed_memfd(name: str, content: bytes, mode: int = 0o444) -> int:
 
 __all__ = [n for n in dir() if n.isupper() or n in (
     "openat2", "fstatat_raw", "statx_raw", "renameat2", "faccessat2", "fchmodat2",
-    "utimensat", "pidfd_getfd", "setns", "fstatfs_type", "sealed_memfd", "OpenHow")]
+    "utimensat", "fchownat", "pidfd_getfd", "setns", "fstatfs_type", "sealed_memfd", "OpenHow")]
