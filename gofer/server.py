@@ -59,6 +59,12 @@ class _Target:
     path: str  # canonical sandbox path
 
 
+def _norm(path: str) -> str:
+    """posixpath.normpath, but a leading "//" is "/" (as the kernel reads it)."""
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
 def _split(path: str) -> tuple[str, str]:
     """("/a", "b/") for "/a/b/": the last name keeps its trailing slashes (the kernel
     then gives ENOTDIR exactly as it would natively)."""
@@ -150,9 +156,11 @@ class FileServer:
     @staticmethod
     def _proc_self(path: str, req: Request) -> str:
         # The Gofer is not in the sandbox's pid namespace: /proc/self would not be the caller.
-        if not path.startswith("/proc/"):
+        if "proc" not in path:
             return path
-        norm = posixpath.normpath(path)
+        norm = _norm(path)
+        if not norm.startswith("/proc/"):
+            return path
         parts = norm.split("/", 3)  # "", "proc", X, rest
         if len(parts) < 3:
             return path
@@ -179,14 +187,22 @@ class FileServer:
 
     def probe(self, path: str, follow: bool, write: bool) -> _Target:
         """O_PATH descriptor + canonical path of `path`, policy checked before and after."""
-        norm = posixpath.normpath(path) if path != "/" else "/"
+        norm = _norm(path)
         self.check(norm, write)
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         if path.endswith("/"):
             flags |= os.O_DIRECTORY
+        raw = path.encode("utf-8", "surrogateescape")
         try:
-            fd = gsys.openat2(self.root_fd, path.encode("utf-8", "surrogateescape"), flags, 0,
-                              _RESOLVE)
+            # No symlink on the way: the canonical path is the lexical one (`..` included:
+            # the kernel applies it to the same names), already checked.
+            return _Target(gsys.openat2(self.root_fd, raw, flags, 0,
+                                        _RESOLVE | gsys.RESOLVE_NO_SYMLINKS), norm)
+        except OSError as exc:
+            if exc.errno != E.ELOOP:
+                raise Refused(exc.errno or E.EIO, RULE_NONE, -1, norm) from None
+        try:
+            fd = gsys.openat2(self.root_fd, raw, flags, 0, _RESOLVE)
         except OSError as exc:
             if exc.errno == E.ELOOP and norm.startswith("/proc/"):
                 raise Refused(E.ELOOP, RULE_MAGICLINK, -1, norm) from None
@@ -207,7 +223,7 @@ class FileServer:
         if not last:
             raise Refused(E.EBUSY, RULE_NONE, -1, "/")
         tgt = self.probe(parent_path, True, False)
-        full = posixpath.normpath(tgt.path.rstrip("/") + "/" + last)
+        full = _norm(tgt.path.rstrip("/") + "/" + last)
         try:
             self.check(full, write)
         except BaseException:
@@ -218,7 +234,7 @@ class FileServer:
     def synthetic(self, path: str) -> str | None:
         if not self.policy.synthetic:
             return None
-        norm = posixpath.normpath(path)
+        norm = _norm(path)
         return norm if norm in self.policy.synthetic else None
 
     # -- dispatch ------------------------------------------------------------------

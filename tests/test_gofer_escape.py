@@ -249,3 +249,11 @@ def test_renaming_a_directory_cannot_move_protected_files_out(env):
     assert call(client, Op.RENAME, b"/rw/free", name2=b"/rw/free2").errno == 0
     assert (rw / "free2" / "y").read_text() == "y"
     assert (rw / "locked" / "sub" / "x").read_text() == "keep"
+
+
+@pytest.mark.parametrize("name", [b"//ro/secret/k", b"///ro//secret/./k", b"/ro/secret/../secret/k",
+                                  b"//rw/to-secret"])
+def test_spellings_of_a_denied_path(env, name):
+    _, _, client, _ = env
+    rep, data = read_open(client, name)
+    assert (rep.errno, rep.rule_kind, data) == (E.ENOENT, RULE_DENY, None)
