@@ -574,7 +574,8 @@ class Stack:
         return {
             "frames_in": self.stats.frames_in, "frames_out": self.link.frames_out,
             "drops": dict(self.stats.drops), "tcp": dict(self.tcp.counters),
-            "tcp_connections": len(self.tcp.conns), "tcp_states": self.tcp.states(), "udp_flows": len(self.udp), "udp_published_flows": len(self.udp_pub),
+            "tcp_connections": len(self.tcp.conns), "tcp_states": self.tcp.states(),
+            "tcp_buffered": sum(len(c.pending) + len(c.sndbuf) for c in self.tcp.conns.values()), "udp_flows": len(self.udp), "udp_published_flows": len(self.udp_pub),
             "dns_pending": len(self.dns_pending), "fds": len(self.fdmap),
             "write_errors": self.link.write_errors, "sandbox_mac": wire.mac_text(self.link.sandbox_mac),
         }

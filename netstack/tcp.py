@@ -32,8 +32,8 @@ CONNECTING, SYN_RCVD, SYN_SENT, ESTABLISHED = range(4)
 STATE_NAMES = ("connecting", "syn-rcvd", "syn-sent", "established")
 
 RCV_WSCALE = 7
-RCV_BUF = 4 << 20  # bytes from the sandbox waiting for the host socket
-SND_BUF = 4 << 20  # bytes from the host socket not yet acknowledged by the sandbox
+RCV_BUF = 4 << 20  # most a connection buffers each way (sandbox->host pending, host->sandbox unacked)
+BUF_FLOOR = 16 << 10  # the least buffer a connection gets, however many are open
 SEG_MAX = 65000  # one frame's payload (a GSO frame when above the peer's MSS)
 RTO_MIN = 0.2
 
@@ -47,6 +47,7 @@ class Limits:
     rto_max: float = 10.0
     max_retries: int = 8  # retransmissions without progress before both ends are reset
     handshake_timeout: float = 20.0  # not established by then: reset
+    buffer_budget: int = 128 << 20  # bytes buffered over all connections (each way), about
     closing_timeout: float = 60.0  # FIN sent or received, then silence: reset
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 
@@ -234,7 +235,7 @@ class Tcp:
             c.retries = 0
             c.rto = self.limits.rto_min
             c.deadline = time.monotonic() + c.rto if c.snd_nxt != ack else 0.0
-            if not c.host_eof and len(c.sndbuf) < SND_BUF:
+            if not c.host_eof and len(c.sndbuf) < self._cap():
                 self._update_mask(c)
         elif ack == una and pure and c.snd_nxt != una and new_wnd == c.snd_wnd:
             c.dupacks += 1
@@ -252,7 +253,7 @@ class Tcp:
             return
         if not skip or skip < plen:
             data = memoryview(buf)[start + skip:start + plen]
-            room = RCV_BUF - len(c.pending)
+            room = max(0, self._cap() - len(c.pending))
             if len(data) > room:
                 data = data[:room]
                 fin = 0
@@ -289,8 +290,14 @@ class Tcp:
                 pass
 
     # -- frames to the sandbox ------------------------------------------------------------
+    def _cap(self) -> int:
+        """Each connection's share of the buffer budget, per direction: 4 MiB for a few
+        connections, down to 16 KiB each when thousands are open, so the total stays
+        near the budget whatever the sandbox opens."""
+        return max(BUF_FLOOR, min(RCV_BUF, self.limits.buffer_budget // max(1, len(self.conns))))
+
     def _window(self, c: Conn) -> int:
-        avail = RCV_BUF - len(c.pending)
+        avail = max(0, self._cap() - len(c.pending))
         c.adv_wnd = avail
         return min(avail >> c.rcv_wscale, 0xFFFF)
 
@@ -396,12 +403,13 @@ class Tcp:
             del c.pending[:sent]
             if not c.pending and c.rcvd_fin:
                 self._shut_host(c)
-            if before < RCV_BUF // 4 and RCV_BUF - len(c.pending) >= RCV_BUF // 4:
+            cap = self._cap()
+            if before < cap // 4 and cap - len(c.pending) >= cap // 4:
                 self._ack(c)  # window update
             self._update_mask(c)
         if mask & (EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and not c.host_eof \
                 and c.state == ESTABLISHED:
-            space = SND_BUF - len(c.sndbuf)
+            space = self._cap() - len(c.sndbuf)
             if space > 0:
                 try:
                     data = c.sock.recv(min(space, 262144))
@@ -425,7 +433,7 @@ class Tcp:
         if c.state == CONNECTING:
             want = EPOLLOUT
         elif c.state in (ESTABLISHED, SYN_RCVD, SYN_SENT):
-            if c.state == ESTABLISHED and not c.host_eof and len(c.sndbuf) < SND_BUF:
+            if c.state == ESTABLISHED and not c.host_eof and len(c.sndbuf) < self._cap():
                 want |= EPOLLIN
             if c.pending:
                 want |= EPOLLOUT
