@@ -28,8 +28,8 @@ import array
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 MAGIC = b"GF"
 VERSION = 1
@@ -63,12 +63,16 @@ class Op(IntEnum):
     MKNOD = 17  # mode (type | permissions), a0 = device
 
 
+_OPS = frozenset(int(o) for o in Op)
+
+
 class ProtocolError(ValueError):
     """A message that does not follow this protocol."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """A request (a NamedTuple: immutable, and cheap to build on the trap path)."""
+
     op: int
     name: bytes = b""
     handle: int = HANDLE_ROOT
@@ -82,8 +86,7 @@ class Request:
     a: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     errno: int = 0
     rule_kind: int = 0
     rule_index: int = -1
@@ -121,10 +124,8 @@ def decode_header(msg: bytes) -> tuple[int, int, memoryview]:
 
 
 def decode_request(op: int, body: memoryview) -> Request:
-    try:
-        op = Op(op)
-    except ValueError:
-        raise ProtocolError(f"unknown op {op}") from None
+    if op not in _OPS:
+        raise ProtocolError(f"unknown op {op}")
     if len(body) < REQ_FIXED.size:
         raise ProtocolError("short request")
     (handle, handle2, flags, mode, at_flags, pid, tid, a0, a1, a2, a3, n1,

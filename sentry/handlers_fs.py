@@ -168,9 +168,7 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
 
 def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
     t = st.task(call.pid)
-    req = Request(req.op, req.name, req.handle, req.name2, req.handle2, req.flags, req.mode,
-                  req.at_flags, t.nspid, t.nstid, req.a)
-    return st.client.call(req, fds)
+    return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
 
 
 def _refused(ctx: SentryContext, call: Call, req: Request, rep: Reply) -> None:
