@@ -81,11 +81,14 @@ def test_refusals_are_events_with_their_rule(setup):
         ln /etc/passwd /mnt/pw
         ln -s /srv/secret/k /mnt/s; cat /mnt/s
         cat /proc/{os.getpid()}/status
+        head -c 70000000 /dev/zero > /tmp/big || echo tmpfs-full
+        rm -f /tmp/big
         echo done
     """)
     cp, run = apply(profile, ["sh", "-c", script], state)
     err = cp.stderr.decode()
-    assert cp.stdout.decode() == "done\n", err
+    assert cp.stdout.decode() == "tmpfs-full\ndone\n", err  # /tmp: 64Mi (default.yaml)
+    assert "No space left on device" in err
     assert "Permission denied" in err and "Read-only file system" in err
     assert "Invalid cross-device link" in err and "No such file" in err
     evs = events(run, "file")
