@@ -178,12 +178,16 @@ def _refused(ctx: SentryContext, call: Call, req: Request, rep: Reply) -> None:
     if not ctx.plan.sentry.audit.file_access:
         return
     rule = None
+    path = rep.path.decode("utf-8", "replace") or req.name.decode("utf-8", "replace")
+    src = None
     if rep.rule_kind in (RULE_DENY, RULE_READONLY):
         rules = ctx.plan.gofer.deny if rep.rule_kind == RULE_DENY else ctx.plan.gofer.readonly
-        if 0 <= rep.rule_index < len(rules) and rules[rep.rule_index].source is not None:
-            s = rules[rep.rule_index].source
-            rule = {"file": s.file, "line": s.line, "col": s.col, "text": s.text}
-    path = rep.path.decode("utf-8", "replace") or req.name.decode("utf-8", "replace")
+        if 0 <= rep.rule_index < len(rules):
+            src = rules[rep.rule_index].source
+    elif e in (E.EROFS, E.EXDEV):
+        src = _mount_source(ctx, path)  # the mount that is read-only, or that was crossed
+    if src is not None:
+        rule = {"file": src.file, "line": src.line, "col": src.col, "text": src.text}
     ev: dict[str, Any] = {
         "pid": call.pid, "comm": read_comm(call.pid), "kind": "file", "syscall": call.name,
         "nr": call.nr, "args": list(call.args), "path": path, "op": _OPS.get(req.op, "?"),
@@ -193,6 +197,17 @@ def _refused(ctx: SentryContext, call: Call, req: Request, rep: Reply) -> None:
     if rep.rule_kind != RULE_NONE:
         ev["reason"] = _RULE_NAMES.get(rep.rule_kind, "")
     ctx.event(ev)
+
+
+def _mount_source(ctx: SentryContext, path: str) -> Any:
+    """Where the profile made the mount holding `path` (longest target prefix), or the
+    root's entry."""
+    best, best_len = None, -1
+    for m in ctx.plan.gofer.mounts:
+        t = m.target.rstrip("/") or "/"
+        if (path == t or path.startswith(t + "/") or t == "/") and len(t) > best_len:
+            best, best_len = m.source_loc, len(t)
+    return best if best is not None else ctx.plan.gofer.root.source_loc
 
 
 def _serve(ctx: SentryContext, call: Call, body: Callable[[FsState], Decision]) -> Decision:
