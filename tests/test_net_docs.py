@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from _helpers_net import wait_for
+from _helpers_net import free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "network.md"
@@ -44,16 +44,23 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(socketserver.TCPServer):
+    allow_reuse_address = True
+
+
 def _http_server(port: int, directory: str):
     handler = lambda *a, **k: _Quiet(*a, directory=directory, **k)  # noqa: E731
-    socketserver.TCPServer.allow_reuse_address = True
-    srv = socketserver.TCPServer(("127.0.0.1", port), handler)
+    srv = _Server(("127.0.0.1", port), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
 
 def test_doc_examples_run_as_written(tmp_path):
+    # the doc's host ports, moved to free ones (other test runs may share this host)
     text = DOC.read_text()
+    ports = {p: free_port() for p in ("18080", "18081", "18082", "18090")}
+    for old, new in ports.items():
+        text = text.replace(old, str(new))
     for lang, body in _blocks(text):
         first = body.splitlines()[0] if body else ""
         if lang == "yaml" and first.startswith("# file: "):
@@ -61,7 +68,7 @@ def test_doc_examples_run_as_written(tmp_path):
     assert (tmp_path / "web-client.yaml").exists() and (tmp_path / "web-server.yaml").exists()
     env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO))
     env["PATH"] = os.path.dirname(sys.executable) + ":" + env.get("PATH", "/usr/bin:/bin")
-    web = _http_server(18080, str(tmp_path))
+    web = _http_server(ports["18080"], str(tmp_path))
     background: list[subprocess.Popen] = []
     ran = 0
     try:
