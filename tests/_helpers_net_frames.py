@@ -4,6 +4,7 @@ TAP device (so the kernel passes the frames to the netstack exactly as written).
     python _helpers_net_frames.py bad SEED COUNT ALLOWED_PORT   # malformed frames
     python _helpers_net_frames.py synflood SEED COUNT PORT      # SYNs from random ports
     python _helpers_net_frames.py udpflood SEED COUNT PORT      # datagrams to COUNT ports
+    python _helpers_net_frames.py mutate SEED COUNT PORT        # valid frames, bytes changed
 
 Prints the number of frames sent. Frames go to the gateway only (inside the namespace).
 """
@@ -104,6 +105,49 @@ def udp_flood(rng: random.Random, count: int, port: int):
         yield eth(ip4(17, udp(rng.randrange(1024, 65535), port + i, b"flood")))
 
 
+def _reseal(frame: bytearray) -> bytes:
+    """Recompute the IPv4 header and L4 checksums of a (mutated) frame where the lengths
+    still allow it, so the mutation reaches the parsers behind the checksum checks."""
+    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+        ihl = (frame[14] & 15) * 4
+        if ihl >= 20 and len(frame) >= 14 + ihl:
+            frame[24:26] = b"\0\0"
+            frame[24:26] = wire.csum_field(frame[14:14 + ihl]).to_bytes(2, "big")
+            l4 = 14 + ihl
+            proto = frame[23]
+            pos = {6: 16, 17: 6, 1: 2}.get(proto)
+            if pos is not None and len(frame) >= l4 + pos + 2:
+                frame[l4 + pos:l4 + pos + 2] = b"\0\0"
+                start = 0 if proto == 1 else wire.pseudo_sum4(bytes(frame[26:30]), bytes(frame[30:34]),
+                                                                 proto, len(frame) - l4)
+                frame[l4 + pos:l4 + pos + 2] = wire.csum_field(frame[l4:], start).to_bytes(2, "big")
+    return bytes(frame)
+
+
+def mutated(rng: random.Random, count: int, port: int):
+    """Valid frames of every kind the stack parses, with random bytes changed, then
+    (mostly) re-checksummed."""
+    ns = bytes([135, 0, 0, 0, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "fd00:10:0:2::2") + bytes([1, 1]) + MY_MAC
+    seeds = [
+        eth(ip4(6, tcp(40000, port, 1, 0, wire.TCP_SYN, opts=wire.tcp_options(1460, 7)))),
+        eth(ip4(6, tcp(40001, port, 5, 9, wire.TCP_ACK | wire.TCP_PSH, payload=b"data"))),
+        eth(ip4(17, udp(5353, 53, dns.query("fuzz.test")))),
+        eth(ip4(17, udp(5354, port, b"datagram"))),
+        eth(ip4(1, (lambda m: m[:2] + wire.csum_field(m).to_bytes(2, "big") + m[4:])(bytes([8, 0, 0, 0, 0, 1, 0, 1]) + b"ping"))),
+        eth(wire.ARP_PKT.pack(1, 0x0800, 6, 4, 1, MY_MAC, SANDBOX, bytes(6), GATEWAY), etype=0x0806),
+        eth(wire.IP6_HDR.pack(0x60000000, len(ns), 58, 255, socket.inet_pton(socket.AF_INET6, "fd00:10:0:2::100"),
+                              socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:2")) + ns, etype=0x86DD),
+    ]
+    for _ in range(count):
+        f = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(14, len(f))
+            f[i] = rng.getrandbits(8)
+        if rng.random() < 0.2:
+            del f[rng.randrange(14, len(f)):]
+        yield _reseal(f) if rng.random() < 0.8 else bytes(f)
+
+
 MY_MAC = b""
 
 if __name__ == "__main__":
@@ -112,7 +156,7 @@ if __name__ == "__main__":
     rng = random.Random(seed)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind(("eth0", 0))
-    gen = {"bad": bad_frames, "synflood": syn_flood, "udpflood": udp_flood}[kind]
+    gen = {"bad": bad_frames, "synflood": syn_flood, "udpflood": udp_flood, "mutate": mutated}[kind]
     n = 0
     for frame in gen(rng, count, port):
         if len(frame) < 14:
