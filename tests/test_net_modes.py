@@ -137,3 +137,51 @@ c, addr = l.accept(); c.sendall(b"from-sandbox " + c.recv(100)); c.close()
     finally:
         proc.kill()
         proc.wait()
+
+
+SERVER = """
+import socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(); print("listening", flush=True)
+l.settimeout(float(sys.argv[2]))
+try:
+    c, _ = l.accept(); c.sendall(b"from-sandbox"); c.close(); print("served")
+except socket.timeout:
+    print("nobody came")
+"""
+
+
+def _serve_in_sandbox(tmp_path, mode: str, wait: float):
+    import subprocess
+    from _helpers_launch import apply_cmd, env_for
+
+    port = free_port()
+    prof = write_profile(tmp_path, f"network: {{mode: {mode}}}\n", name=f"{mode}.yaml")
+    proc = subprocess.Popen(apply_cmd(prof, "python3", "-c", SERVER, str(port), str(wait)),
+                            env=env_for(tmp_path / "state"), stdout=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout.readline().strip() == "listening"
+    return proc, port
+
+
+def test_server_in_sandbox_passthrough_is_on_the_host_and_none_is_not(tmp_path):
+    proc, port = _serve_in_sandbox(tmp_path, "passthrough", 10)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            assert c.recv(100) == b"from-sandbox"
+        assert proc.stdout.read().split() == ["served"]
+    finally:
+        proc.kill()
+        proc.wait()
+    proc, port = _serve_in_sandbox(tmp_path, "none", 1.5)
+    try:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            reached = True
+        except ConnectionRefusedError:
+            reached = False
+        assert not reached  # its 127.0.0.1 is its own loopback, not the host's
+        assert proc.stdout.read().split() == ["nobody", "came"]
+    finally:
+        proc.kill()
+        proc.wait()
