@@ -11,6 +11,7 @@ HDR = struct.Struct("!HHHHHH")
 TYPE_A = 1
 TYPE_AAAA = 28
 RCODE_SERVFAIL = 2
+RCODE_REFUSED = 5
 
 
 class DnsError(ValueError):

@@ -48,6 +48,18 @@ class EgressPolicy:
                 hit = True
         return hit
 
+    def may_resolve(self, name: str) -> bool:
+        """Whether the DNS forwarder answers `name`: when some rule allows any address (no
+        cidr and no host, or a /0), every name; otherwise only the names of host rules."""
+        name = _norm_name(name)
+        for i, r in enumerate(self.rules):
+            net = self._nets[i]
+            if (net is None and not r.host) or (net is not None and net.prefixlen == 0):
+                return True
+            if r.host and _norm_name(r.host) == name:
+                return True
+        return False
+
     def decide(self, dest: str, port: int, protocol: str) -> Verdict:
         addr = ipaddress.ip_address(dest)
         near = None

@@ -499,6 +499,12 @@ class Stack:
         except dns.DnsError:
             self.stats.drop("bad dns query")
             return
+        if not self.policy.may_resolve(q.name):
+            # a name no rule could use: answering would only open a channel out (DNS
+            # tunnelling) under a default-deny policy
+            self._dns_reply(sport, dns.failure(msg, q, dns.RCODE_REFUSED))
+            self._dns_event(q.name, [], "refused")
+            return
         if not self.upstream or len(self.dns_pending) >= MAX_DNS_PENDING:
             self._dns_reply(sport, dns.failure(msg, q))
             self._dns_event(q.name, [], "servfail")

@@ -212,26 +212,38 @@ def test_dns_forwarder_records_and_binds_names():
         # the test's namespace shares the host's /etc/resolv.conf: ask the forwarder directly
         r = ns.py(f"""
 import socket, sys
-sys.path.insert(0, {repr(__import__('os').path.dirname(dns.__file__))})
 from sandboxctl.netstack import dns
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
 s.sendto(dns.query("svc.internal.test"), ("10.0.2.2", 53))
 name, answers = dns.parse_answers(s.recv(4096)); print(answers[0])
 c = socket.create_connection((answers[0], {echo.port}), timeout=5); c.sendall(b"n"); print(c.recv(10).decode())
-s.sendto(dns.query("nosuch.test"), ("10.0.2.2", 53))
+s.sendto(dns.query("other.test"), ("10.0.2.2", 53))
 print(s.recv(4096)[3] & 15)
 try:
     socket.create_connection((answers[0], {echo.port + 1}), timeout=5)
 except ConnectionRefusedError:
     print("REFUSED")
 """)
-        assert r.stdout.split() == ["10.0.2.2", "echo:n", "3", "REFUSED"]
+        # other.test: no rule names it, so it is not resolved at all (REFUSED, rcode 5)
+        assert r.stdout.split() == ["10.0.2.2", "echo:n", "5", "REFUSED"]
         refused = [e for e in events if e["kind"] == "network"]
         assert len(refused) == 1 and refused[0]["host"] == "svc.internal.test"
         assert refused[0]["near"]["line"] == 16
         recorded = [(e["name"], e["answers"]) for e in events if e["kind"] == "dns"]
         assert ("svc.internal.test", ["127.0.0.1"]) in recorded
-        assert ("nosuch.test", []) in recorded
+        assert ("other.test", []) in recorded
+        assert [e["result"] for e in events if e["kind"] == "dns"] == ["answer", "refused"]
+    # with a rule for any address, every name is forwarded (and NXDOMAIN comes from upstream)
+    with netstack(config([EgressRule(cidr="0.0.0.0/0", ports=(443,))], dns=[up])) as (ns, _h, events):
+        r = ns.py(f"""
+import socket, sys
+from sandboxctl.netstack import dns
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+for name in ("other.test", "nosuch.test"):
+    s.sendto(dns.query(name), ("10.0.2.2", 53)); m = s.recv(4096)
+    print(m[3] & 15, dns.parse_answers(m)[1])
+""")
+        assert r.stdout.splitlines() == ["0 ['127.0.0.9']", "3 []"]
     upstream.close(), echo.close()
 
 
