@@ -4,8 +4,8 @@ and TCP segments are handed to tcp.Tcp.
 
 The gateway address is the host: connections to it go to the host's loopback
 (127.0.0.1), and the egress rules are applied to that real destination. UDP to the
-gateway's port 53 is the DNS forwarder. IPv6 frames are counted and dropped for now; the
-TCP layer keys connections by packed addresses so an IPv6 front end can share it.
+gateway's port 53 is the DNS forwarder. IPv6 works the same way (ipv6.py): the IPv6
+gateway is the host's ::1; TCP and UDP key connections by packed addresses of either size.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ does not happen on it). No timestamps or SACK. Nothing is kept for a closed conn
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
@@ -548,4 +547,4 @@ class Tcp:
             self.abort(c)
 
 
-__all__ = ["Tcp", "Conn", "STATE_NAMES", "errno"]
+__all__ = ["Tcp", "Conn", "Limits", "STATE_NAMES"]
