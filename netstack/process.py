@@ -1,7 +1,7 @@
-"""The netstack process: `python -m sandboxctl.netstack.process TAP_FD CONTROL_FD`.
+"""The netstack process: `python -m sandboxctl.netstack.process CONTROL_FD`.
 
 Started by setup.attach(); reads its NetworkConfig as the first JSON line on the control
-socket, answers {"ready": true} once listening, then sends {"event": {...}} lines and
+socket (the TAP fd comes with it, SCM_RIGHTS), answers {"ready": true} once listening, then sends {"event": {...}} lines and
 answers {"cmd": "stats"} / {"cmd": "stop"}. It dies with its parent (PR_SET_PDEATHSIG).
 """
 
@@ -29,18 +29,31 @@ def _die_with_parent() -> None:
         sys.exit(1)
 
 
+def _first_message(ctl: socket.socket) -> tuple[bytes, list[int]]:
+    """The set-up line and the TAP fd that comes with it (SCM_RIGHTS)."""
+    buf = b""
+    fds: list[int] = []
+    while b"\n" not in buf:
+        data, got, _flags, _addr = socket.recv_fds(ctl, 65536, 1)
+        fds += got
+        if not data:
+            return b"", fds
+        buf += data
+    return buf.partition(b"\n")[0], fds
+
+
 def main(argv: list[str]) -> int:
-    tap_fd, ctl_fd = int(argv[0]), int(argv[1])
+    ctl_fd = int(argv[0])
     _die_with_parent()
     # one descriptor per connection and flow: take all the hard limit allows
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctl = socket.socket(fileno=ctl_fd)
-    reader = ctl.makefile("rb")
-    first = reader.readline()
-    if not first:
+    first, fds = _first_message(ctl)
+    if not first or len(fds) != 1:
         return 1
+    tap_fd = fds[0]
 
     def send(msg: dict) -> None:
         try:
