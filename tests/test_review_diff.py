@@ -152,8 +152,8 @@ CASES = [
                                 "    - {host: example.com, ports: [443]}\n"},
      ("network", "network.dns", "changed", "info")),
     ("env-added", {"process": "process:\n  command: [\"true\"]\n  user: {uid: 1000, gid: 1000}\n"
-                              "  rlimits: {nofile: 256}\n  env: {LANG: C.UTF-8}\n"},
-     ("process", "env LANG", "added", "info")),
+                              "  rlimits: {nofile: 256}\n  env: {APP_MODE: batch}\n"},
+     ("process", "env APP_MODE", "added", "info")),
     ("nofile-lowered", {"process": "process:\n  command: [\"true\"]\n  user: {uid: 1000, gid: 1000}\n"
                                    "  rlimits: {nofile: 64}\n"},
      ("rlimit", "nofile", "narrowed", "info")),
