@@ -7,7 +7,10 @@ Two measurements (bench/syscall_loop.py's C loop program; it times its own loop)
              seccomp-notify`, and `runsc --platform=ptrace do` (median of N, wall clock)
   loop       1,000,000 one-byte read(2) from /dev/zero (allowed: stays in the kernel on
              sandboxctl, every call is trapped on runsc) and uname(2) (trapped: one
-             SECCOMP_RET_TRACE stop served by the Sentry in Python), per call
+             SECCOMP_RET_TRACE stop served by the Sentry in Python), per call;
+             median and spread of --repeat interleaved runs, each contender twice:
+             as is, and on one CPU (`taskset -c N`, the Sentry and the program share
+             that CPU: a stop hands the CPU straight to the tracer, no cross-CPU wake-up)
 
     python bench/ptrace.py                    # 1,000,000 reads, 20,000 unames, n=9
     python bench/ptrace.py --count 200000 --no-runsc -n 5
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 # This file is named ptrace.py: keep its folder off sys.path, or `import ptrace` (python-
@@ -90,9 +94,32 @@ def _loop_direct(plan, exe: str, mode: str, n: int, tmp: str) -> int:
         return _parse(fh.read())
 
 
+def _pinned(cpu: int | None, fn: Callable[[], int]) -> int:
+    with _Pinned(cpu):
+        return fn()
+
+
 def _loop_native(exe: str, mode: str, n: int) -> int:
     return _parse(subprocess.run([exe, mode, str(n)], check=True, capture_output=True,
                                  text=True).stdout)
+
+
+class _Pinned:
+    """Run the block with this process (and what it forks: the Sentry, the program,
+    runsc) on one CPU, as `taskset -c N sandboxctl ...` would."""
+
+    def __init__(self, cpu: int | None) -> None:
+        self.cpu = cpu
+        self.saved: set[int] | None = None
+
+    def __enter__(self) -> None:
+        if self.cpu is not None:
+            self.saved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            os.sched_setaffinity(0, self.saved)
 
 
 def _loop_runsc(exe: str, mode: str, n: int) -> int:
@@ -108,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1_000_000, help="read(2) calls")
     ap.add_argument("--uname-count", type=int, default=20_000, help="uname(2) calls")
-    ap.add_argument("--runsc-count", type=int, default=None,
-                    help="read(2) calls under runsc (default: --count)")
+    ap.add_argument("--runsc-count", type=int, default=20_000,
+                    help="read(2) calls under runsc (each traps: tens of us)")
     ap.add_argument("-n", type=int, default=9, help="start-up runs per contender")
-    ap.add_argument("--repeat", type=int, default=3, help="loops: best of N")
+    ap.add_argument("--repeat", type=int, default=5, help="loops: median of N")
     ap.add_argument("--no-runsc", action="store_true")
     args = ap.parse_args(argv)
     if shutil.which("gcc") is None:
@@ -147,37 +174,56 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:28} {med * 1000:8.1f} ms {best * 1000:8.1f} ms{extra}")
 
         n, m = args.count, args.uname_count
-        nat_r = sbx_r = nat_u = sbx_u = 1 << 62
-        for _ in range(args.repeat):
-            nat_r = min(nat_r, _loop_native(exe, "read", n))
-            sbx_r = min(sbx_r, _loop_direct(plan, exe, "read", n, tmp))
-            nat_u = min(nat_u, _loop_native(exe, "uname", m))
-            sbx_u = min(sbx_u, _loop_direct(plan, exe, "uname", m, tmp))
-        table = [("native", nat_r / n, nat_u / m), ("sandboxctl ptrace", sbx_r / n, sbx_u / m)]
+        rn = args.runsc_count
+        cpu = max(os.sched_getaffinity(0))
+        one = f"1 CPU (taskset -c {cpu})"
+        # (name, read(n) -> ns, uname(m) -> ns): every contender runs in every repeat,
+        # interleaved, so a busy moment of the machine hits all of them alike.
+        contenders: list[tuple[str, Callable[[], float], Callable[[], float]]] = [
+            ("native", lambda: _loop_native(exe, "read", n) / n,
+             lambda: _loop_native(exe, "uname", m) / m)]
+        for label, pin in (("", None), (f", {one}", cpu)):
+            contenders.append((
+                f"sandboxctl ptrace{label}",
+                lambda pin=pin: _pinned(pin, lambda: _loop_direct(plan, exe, "read", n, tmp)) / n,
+                lambda pin=pin: _pinned(pin, lambda: _loop_direct(plan, exe, "uname", m, tmp)) / m))
         if use_runsc:
-            rn = args.runsc_count or n
             mu = min(m, 5000)
-            table.append(("runsc ptrace", _loop_runsc(exe, "read", rn) / rn,
-                          _loop_runsc(exe, "uname", mu) / mu))
-        print(f"\n{n:,} x read(2) of 1 byte (allowed in sandboxctl's filter); "
-              f"{m:,} x uname(2) (trapped)")
-        print(f"  {'':26} {'read ns/call':>13} {'vs native':>10} {'uname us/call':>14}")
-        for name, r, u in table:
-            print(f"  {name:26} {r:13.1f} {r / table[0][1]:9.2f}x {u / 1000:14.2f}")
-        sb = table[1]
-        print(f"\nallowed-call ratio sandboxctl ptrace/native: {sb[1] / table[0][1]:.3f} "
-              f"(target <= 1.2)")
-        trapped_us = (sb[2] - table[0][2]) / 1000
-        print(f"trapped-call cost on sandboxctl ptrace: {trapped_us:.1f} us per call "
-              f"(uname, minus native)")
+            for label, pin in (("", None), (f", {one}", cpu)):
+                contenders.append((
+                    f"runsc ptrace{label}",
+                    lambda pin=pin: _pinned(pin, lambda: _loop_runsc(exe, "read", rn)) / rn,
+                    lambda pin=pin: _pinned(pin, lambda: _loop_runsc(exe, "uname", mu)) / mu))
+        reads: dict[str, list[float]] = {c[0]: [] for c in contenders}
+        unames: dict[str, list[float]] = {c[0]: [] for c in contenders}
+        for _ in range(args.repeat):
+            for name, read, uname in contenders:
+                reads[name].append(read())
+                unames[name].append(uname())
+        med = statistics.median
+        nat_r, nat_u = med(reads["native"]), med(unames["native"])
+        print(f"\n{n:,} x read(2) of 1 byte (allowed in sandboxctl's filter; {rn:,} under "
+              f"runsc); {m:,} x uname(2) (trapped); median [min-max] of {args.repeat}")
+        print(f"  {'':40} {'read ns/call':>13} {'vs native':>9}  {'uname us/call (spread)':>24}")
+        for name, _, _ in contenders:
+            r, u = reads[name], unames[name]
+            print(f"  {name:40} {med(r):13.1f} {med(r) / nat_r:8.2f}x  {med(u) / 1000:9.2f} "
+                  f"[{min(u) / 1000:.2f}-{max(u) / 1000:.2f}]")
+        ratio = med(reads["sandboxctl ptrace"]) / nat_r
+        print(f"\nallowed-call ratio sandboxctl ptrace/native: {ratio:.3f} (target <= 1.2)")
+        cost = {name: (med(unames[name]) - nat_u) / 1000 for name, _, _ in contenders}
+        for name in cost:
+            if name.startswith("sandboxctl"):
+                print(f"trapped-call cost, {name}: {cost[name]:.1f} us per call "
+                      f"(uname, minus native)")
         if use_runsc:
-            rs = table[2]
-            runsc_read = (rs[1] - table[0][1]) / 1000  # every call traps on runsc
-            runsc_uname = (rs[2] - table[0][2]) / 1000
-            print(f"runsc ptrace per-call cost: read {runsc_read:.1f} us, uname "
-                  f"{runsc_uname:.1f} us (minus native)")
-            print(f"sandboxctl trapped / runsc per-call: {trapped_us / runsc_read:.2f} (vs read), "
-                  f"{trapped_us / runsc_uname:.2f} (vs uname); target < 1")
+            for label in ("", f", {one}"):
+                rs = f"runsc ptrace{label}"
+                rs_read = (med(reads[rs]) - nat_r) / 1000  # every call traps on runsc
+                sb = cost[f"sandboxctl ptrace{label}"]
+                print(f"runsc ptrace per-call cost{label}: read {rs_read:.1f} us, uname "
+                      f"{cost[rs]:.1f} us; sandboxctl/runsc = {sb / rs_read:.2f} (vs read), "
+                      f"{sb / cost[rs]:.2f} (vs uname); target < 1")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

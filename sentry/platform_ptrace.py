@@ -69,7 +69,7 @@ PTRACE_SYSCALL_INFO_EXIT = 2
 PTRACE_SYSCALL_INFO_SECCOMP = 3
 
 WALL = 0x40000000
-SPIN = 200  # non-blocking waits before a blocking one (~40 us)
+SPIN = 200  # non-blocking waits before a blocking one (~150 us)
 OPTIONS = (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK
            | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC | PTRACE_O_TRACESECCOMP
            | PTRACE_O_EXITKILL)
@@ -77,6 +77,8 @@ _STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signa
 _SYSCALL_TRAP = signal.SIGTRAP | 0x80
 _SKIP = 0xFFFF_FFFF_FFFF_FFFF  # orig_rax = -1: the kernel skips the call
 _U64 = 0xFFFF_FFFF_FFFF_FFFF
+# waitpid status of a seccomp stop: stopped (0x7f), SIGTRAP, PTRACE_EVENT_SECCOMP
+_SECCOMP_STATUS = 0x7F | (signal.SIGTRAP << 8) | (PTRACE_EVENT_SECCOMP << 16)
 NR_NAMES = 512  # syscall numbers named in the trap path's table (x86_64 stops at ~460)
 
 
@@ -256,6 +258,7 @@ class PtraceTracer:
         self._wake_r = self._wake_w = -1
         self._killed: str | None = None
         self._calls = 0
+        self._spin = SPIN
         from .call import Call, Continue, Errno, InjectFd, Kill, Return
 
         if self.make_call is None:
@@ -285,6 +288,10 @@ class PtraceTracer:
                      "ptrace in the Sentry's own seccomp filter on platform ptrace") from exc
         self._main = pid
         self._add(pid, started=True)
+        # Spinning pays when the program runs on another CPU than the tracer. On one CPU
+        # (`taskset -c N sandboxctl ...`: the program inherits the affinity) the spin
+        # would only delay the program; a blocking wait hands the CPU over directly.
+        self._spin = SPIN if len(os.sched_getaffinity(0)) > 1 else 0
 
     def _add(self, pid: int, started: bool = False) -> _Tracee:
         from ptrace.debugger import PtraceProcess
@@ -320,7 +327,7 @@ class PtraceTracer:
                 else:
                     # Spin briefly before sleeping: a trapped call usually comes back in
                     # microseconds; a sleep/wake-up pair costs more than the call itself.
-                    for _ in range(SPIN):
+                    for _ in range(self._spin):
                         pid, status = os.waitpid(-1, WALL | os.WNOHANG)
                         if pid:
                             break
@@ -331,6 +338,14 @@ class PtraceTracer:
             except InterruptedError:
                 continue
             t = self.tracees.get(pid)
+            if status == _SECCOMP_STATUS and t is not None and t.started:
+                # the trap path: straight to the seccomp stop, no status decoding
+                try:
+                    self._seccomp_stop(t)
+                except OSError as exc:
+                    if exc.errno != errno.ESRCH:  # killed meanwhile: its exit is reported
+                        raise
+                continue
             if os.WIFSTOPPED(status):
                 if t is None:  # a new child's first stop, before its parent's event
                     t = self._add(pid)
