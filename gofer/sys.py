@@ -138,6 +138,18 @@ def fstatfs_type(fd: int) -> int:
     return int.from_bytes(buf.raw[:8], "little")
 
 
+def fstatfs_raw(fd: int) -> bytes:
+    """struct statfs (120 bytes, x86_64) of the filesystem holding fd."""
+    buf = ctypes.create_string_buffer(120)
+    _check(_libc.fstatfs(ctypes.c_int(fd), buf))
+    return buf.raw
+
+
+def inotify_add_watch(ifd: int, path: bytes, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(ctypes.c_int(ifd), ctypes.c_char_p(path),
+                                          ctypes.c_uint32(mask & 0xFFFFFFFF)))
+
+
 def sealed_memfd(name: str, content: bytes, mode: int = 0o444) -> int:
     """A memfd holding `content`, offset 0, sealed against any change."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)

@@ -26,6 +26,8 @@ SENTRY_ALLOWED: tuple[str, ...] = (
     "getcwd",
     # acting on the sandbox
     "process_vm_readv", "process_vm_writev", "kill", "tgkill", "pidfd_send_signal",
+    # statfs, getxattr/listxattr, inotify_add_watch served on Gofer-opened O_PATH fds
+    "fstatfs", "getxattr", "listxattr", "pidfd_open", "pidfd_getfd", "inotify_add_watch",
 )
 
 # Refusing these is not enough: a Sentry that tries them is compromised.

@@ -1,15 +1,19 @@
 """File calls served through the Gofer (filesystem.mediation: gofer).
 
-Each handler reads the path from the caller's memory once, makes it absolute against the
-caller's tracked working directory, or names the caller's directory descriptor as the
-base (the Sentry opens /proc/<tid>/fd/<dirfd> as O_PATH and attaches it to the request),
-asks the Gofer, and answers: an injected descriptor for opens, a stat buffer written
-into the caller's memory, or an errno. It never lets the kernel re-run a call it decided.
+Each handler reads the path from the caller's memory once, names the caller's directory
+descriptor as the base (the Sentry opens /proc/<tid>/fd/<dirfd>, or /proc/<tid>/cwd for
+AT_FDCWD, as O_PATH and attaches it to the request), asks the Gofer, and answers: an
+injected descriptor for opens, a stat buffer written into the caller's memory, or an
+errno. It never lets the kernel re-run a call it decided.
 
-The working directory is tracked here, per thread group: chdir/fchdir ask the Gofer
-(which checks the path and the search permission) and record the canonical path;
-getcwd returns it; new processes inherit their parent's. The kernel's own cwd of the
-program stays at the launch directory (docs/gofer.md, "Limits").
+The working directory is the kernel's: chdir, fchdir and getcwd are not trapped. The
+kernel resolves them in the sandbox's mount tree, where the launcher has hidden the
+`deny` paths in both mediation modes (sentry/launch/mnt.py), so a relative path means
+the same thing to the Sentry, the Gofer and the kernel (`cd d && ./prog` works).
+
+Path calls the Gofer has no operation for (the write side of xattrs, mount, chroot,
+acct, swapon, name_to_handle_at, fanotify_mark, ...) are refused with an event when a
+profile allows them: untrapped, they would bypass the path rules.
 
 Every refusal the Gofer attributes to a rule (deny / readonly globs), and every EACCES,
 EPERM, EROFS, EXDEV or magic-link ELOOP the kernel gave the Gofer, is a `file` event.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import errno as E
 import os
 import socket
+import stat
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -56,8 +61,6 @@ class _Task:
 @dataclass
 class FsState:
     client: GoferClient
-    launch_cwd: str
-    cwd: dict[int, str] = field(default_factory=dict)  # host tgid -> canonical path
     tasks: dict[int, _Task] = field(default_factory=dict)  # host tid -> ids
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,13 +94,7 @@ class FsState:
         t = _Task(tgid, nspid, nstid)
         with self.lock:
             self.tasks[tid] = t
-            if tgid not in self.cwd:  # a new process starts where its parent was
-                self.cwd[tgid] = self.cwd.get(ppid, self.launch_cwd)
         return t
-
-    def getcwd(self, tid: int) -> str:
-        t = self.task(tid)
-        return self.cwd.get(t.tgid, self.launch_cwd)
 
 
 def _state(ctx: SentryContext) -> FsState:
@@ -106,7 +103,7 @@ def _state(ctx: SentryContext) -> FsState:
         sock = ctx.gofer_sock
         if isinstance(sock, int):
             sock = socket.socket(fileno=sock)
-        st = ctx.extra.setdefault("fs", FsState(GoferClient(sock), ctx.plan.launch.cwd or "/"))
+        st = ctx.extra.setdefault("fs", FsState(GoferClient(sock)))
     return st
 
 
@@ -125,7 +122,13 @@ def _read_path(mem: Memory, addr: int) -> bytes:
 
 
 def _dirfd(tid: int, dirfd: int) -> int:
-    """An O_PATH descriptor (the Sentry's) for the caller's descriptor `dirfd`."""
+    """An O_PATH descriptor (the Sentry's) for the caller's descriptor `dirfd`, or for its
+    kernel working directory when `dirfd` is AT_FDCWD."""
+    if dirfd == AT_FDCWD:
+        try:
+            return os.open(f"/proc/{tid}/cwd", os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            raise _Fail(E.ENOENT) from None
     if dirfd < 0:
         raise _Fail(E.EBADF)
     try:
@@ -156,10 +159,6 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
         return w
     if not name:
         w.handle, w.name = HANDLE_ROOT, b""
-        return w
-    if dirfd == AT_FDCWD:
-        cwd = st.getcwd(call.pid).encode("utf-8", "surrogateescape")
-        w.handle, w.name = HANDLE_ROOT, (cwd.rstrip(b"/") + b"/" + name)
         return w
     w.fds.append(_dirfd(call.pid, dirfd))
     w.handle, w.name = len(w.fds) - 1, name
@@ -681,55 +680,180 @@ def handle_futimesat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     return _old_utimes(ctx, call, mem, _s32(a[0]), a[1], a[2], "timeval")
 
 
-# -- the working directory -----------------------------------------------------------------
+# -- calls the Gofer has no operation for ----------------------------------------------
+
+def _refuse(ctx: SentryContext, call: Call, mem: Memory, path_addr: int | None, err: int,
+            reason: str) -> Decision:
+    """Refuse a path call (never Continue it) and record it as a `file` event."""
+    path = ""
+    if path_addr:
+        try:
+            path = mem.read_cstr(path_addr, 4096).decode("utf-8", "replace")
+        except OSError:
+            path = "?"
+    if ctx.plan.sentry.audit.file_access:
+        src = _mount_source(ctx, path) if path.startswith("/") else ctx.plan.gofer.root.source_loc
+        rule = None if src is None else {"file": src.file, "line": src.line, "col": src.col,
+                                         "text": src.text}
+        ctx.event({
+            "pid": call.pid, "comm": read_comm(call.pid), "kind": "file", "syscall": call.name,
+            "nr": call.nr, "args": list(call.args), "path": path, "op": call.name,
+            "action": "deny", "errno": err, "errno_name": E.errorcode.get(err, str(err)),
+            "decoded": f"{call.name}({path!r})", "rule": rule, "reason": reason,
+        })
+    return Errno(err)
 
 
-def _chdir_to(ctx: SentryContext, call: Call, st: FsState, w: _Where) -> Decision:
+def _refuser(err: int, reason: str, path_arg: int | None = 0) -> Callable[..., Decision]:
+    def handler(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+        addr = None if path_arg is None else call.args[path_arg]
+        return _refuse(ctx, call, mem, addr, err, reason)
+    return handler
+
+
+_NOT_SERVED = "path call the Gofer does not serve"
+handle_setxattr = _refuser(E.ENOTSUP, _NOT_SERVED)
+handle_lsetxattr = _refuser(E.ENOTSUP, _NOT_SERVED)
+handle_removexattr = _refuser(E.ENOTSUP, _NOT_SERVED)
+handle_lremovexattr = _refuser(E.ENOTSUP, _NOT_SERVED)
+handle_fanotify_mark = _refuser(E.EPERM, _NOT_SERVED, 4)
+handle_name_to_handle_at = _refuser(E.EOPNOTSUPP, _NOT_SERVED, 1)
+handle_acct = _refuser(E.EPERM, _NOT_SERVED)
+handle_swapon = _refuser(E.EPERM, _NOT_SERVED)
+handle_swapoff = _refuser(E.EPERM, _NOT_SERVED)
+handle_chroot = _refuser(E.EPERM, _NOT_SERVED)
+handle_pivot_root = _refuser(E.EPERM, _NOT_SERVED)
+handle_mount = _refuser(E.EPERM, _NOT_SERVED, 1)
+handle_umount2 = _refuser(E.EPERM, _NOT_SERVED)
+handle_quotactl = _refuser(E.EPERM, _NOT_SERVED, 1)
+handle_uselib = _refuser(E.EPERM, _NOT_SERVED)
+
+
+# -- calls served on a descriptor the Gofer opened ----------------------------------------
+
+
+def _opath(ctx: SentryContext, call: Call, st: FsState, mem: Memory, dirfd: int,
+           path_addr: int, follow: bool) -> int:
+    """An O_PATH descriptor of the caller's path, opened by the Gofer under the rules."""
+    name = _read_path(mem, path_addr)
+    if not name:
+        raise _Fail(E.ENOENT)
+    w = _where(st, call, dirfd, name)
     try:
-        rep = _simple(ctx, call, st, Request(Op.CHDIR, w.name, w.handle), w.fds)
+        flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        rep = _simple(ctx, call, st, Request(Op.OPEN, w.name, w.handle, flags=flags), w.fds)
     finally:
         w.close()
     if rep.errno:
-        return Errno(rep.errno)
-    if rep.fd >= 0:
-        os.close(rep.fd)
-    t = st.task(call.pid)
-    with st.lock:
-        st.cwd[t.tgid] = rep.path.decode("utf-8", "surrogateescape") or "/"
-    return Return(0)
+        raise _Fail(rep.errno)
+    if rep.fd < 0:
+        raise _Fail(E.EIO)
+    return rep.fd
 
 
-def handle_chdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+def handle_statfs(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     def body(st: FsState) -> Decision:
-        name = _read_path(mem, call.args[0])
-        if not name:
-            return Errno(E.ENOENT)
-        return _chdir_to(ctx, call, st, _where(st, call, AT_FDCWD, name))
+        fd = _opath(ctx, call, st, mem, AT_FDCWD, call.args[0], True)
+        try:
+            data = gsys.fstatfs_raw(fd)
+        except OSError as exc:
+            return Errno(exc.errno or E.EIO)
+        finally:
+            os.close(fd)
+        try:
+            mem.write(call.args[1], data)
+        except OSError:
+            return Errno(E.EFAULT)
+        return Return(0)
 
     return _serve(ctx, call, body)
 
 
-def handle_fchdir(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+def _xattr(ctx: SentryContext, call: Call, mem: Memory, follow: bool, listing: bool) -> Decision:
+    a = call.args
+    buf, size = (a[1], a[2]) if listing else (a[2], a[3])
+
     def body(st: FsState) -> Decision:
-        w = _Where()
-        w.fds.append(_dirfd(call.pid, _s32(call.args[0])))
-        w.handle, w.name = 0, b"."
-        return _chdir_to(ctx, call, st, w)
-
-    return _serve(ctx, call, body)
-
-
-def handle_getcwd(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
-    def body(st: FsState) -> Decision:
-        data = st.getcwd(call.pid).encode("utf-8", "surrogateescape") + b"\0"
-        size = call.args[1]
+        key = b""
+        if not listing:
+            try:
+                key = mem.read_cstr(a[1], 256)
+            except OSError:
+                return Errno(E.EFAULT)
+        fd = _opath(ctx, call, st, mem, AT_FDCWD, a[0], follow)
+        try:
+            if stat_is_link(fd):
+                data = b""  # no user.* attributes on a symlink
+                if not listing:
+                    return Errno(E.ENODATA)
+            else:
+                where = f"/proc/self/fd/{fd}"  # the Gofer's descriptor, not the caller's path
+                try:
+                    if listing:
+                        data = b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
+                                        for n in os.listxattr(where))
+                    else:
+                        data = os.getxattr(where, key)
+                except OSError as exc:
+                    return Errno(exc.errno or E.EIO)
+        finally:
+            os.close(fd)
+        if size == 0:
+            return Return(len(data))
         if size < len(data):
             return Errno(E.ERANGE)
         try:
-            mem.write(call.args[0], data)
+            mem.write(buf, data)
         except OSError:
             return Errno(E.EFAULT)
         return Return(len(data))
+
+    return _serve(ctx, call, body)
+
+
+def stat_is_link(fd: int) -> bool:
+    return stat.S_ISLNK(os.fstat(fd).st_mode)
+
+
+def handle_getxattr(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _xattr(ctx, call, mem, True, False)
+
+
+def handle_lgetxattr(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _xattr(ctx, call, mem, False, False)
+
+
+def handle_listxattr(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _xattr(ctx, call, mem, True, True)
+
+
+def handle_llistxattr(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    return _xattr(ctx, call, mem, False, True)
+
+
+_IN_DONT_FOLLOW = 0x02000000
+
+
+def handle_inotify_add_watch(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    """The watch is added by the Sentry on a copy of the caller's inotify descriptor
+    (pidfd_getfd), naming the Gofer's O_PATH descriptor instead of the caller's path."""
+    a = call.args
+    mask = a[2] & 0xFFFFFFFF
+
+    def body(st: FsState) -> Decision:
+        fd = _opath(ctx, call, st, mem, AT_FDCWD, a[1], not mask & _IN_DONT_FOLLOW)
+        ifd = pidfd = -1
+        try:
+            pidfd = os.pidfd_open(st.task(call.pid).tgid)
+            ifd = gsys.pidfd_getfd(pidfd, _s32(a[0]))
+            return Return(gsys.inotify_add_watch(ifd, f"/proc/self/fd/{fd}".encode(),
+                                                 mask & ~_IN_DONT_FOLLOW))
+        except OSError as exc:
+            return Errno(E.EBADF if exc.errno in (E.ESRCH, E.EPERM) else exc.errno or E.EIO)
+        finally:
+            for x in (fd, ifd, pidfd):
+                if x >= 0:
+                    os.close(x)
 
     return _serve(ctx, call, body)
 
@@ -782,10 +906,21 @@ TABLE: dict[str, Entry] = {
     "fchownat": _e("handle_fchownat", _CHANGE),
     "truncate": _e("handle_truncate", _CHANGE),
     "utimensat": _e("handle_utimensat", _CHANGE),
-    "chdir": _e("handle_chdir", "checked by the Gofer; cwd tracked per process by the Sentry",
-                status="partial"),
-    "fchdir": _e("handle_fchdir", "cwd tracked per process by the Sentry", status="partial"),
-    "getcwd": _e("handle_getcwd", "the cwd the Sentry tracks"),
+    "statfs": _e("handle_statfs", "fstatfs on an O_PATH descriptor the Gofer opened"),
+    "getxattr": _e("handle_getxattr", "read on an O_PATH descriptor the Gofer opened"),
+    "lgetxattr": _e("handle_lgetxattr", "read on an O_PATH descriptor the Gofer opened; "
+                    "symlinks: ENODATA", status="partial"),
+    "listxattr": _e("handle_listxattr", "read on an O_PATH descriptor the Gofer opened"),
+    "llistxattr": _e("handle_llistxattr", "read on an O_PATH descriptor the Gofer opened; "
+                     "symlinks: empty", status="partial"),
+    "inotify_add_watch": _e("handle_inotify_add_watch",
+                            "added by the Sentry on the Gofer's O_PATH descriptor"),
 }
+for _name in ("setxattr", "lsetxattr", "removexattr", "lremovexattr", "fanotify_mark",
+              "name_to_handle_at", "acct", "swapon", "swapoff", "chroot", "pivot_root", "mount",
+              "umount2", "quotactl", "uselib"):
+    TABLE[_name] = Entry(f"sandboxctl.sentry.handlers_fs:handle_{_name}", "partial",
+                         "a path call the Gofer does not serve: refused with a file event")
+
 
 __all__ = ["TABLE", "FsState"]

@@ -12,7 +12,11 @@ user namespace), in this order, like bubblewrap:
    devpts instance, ptmx, shm), /proc (a new procfs, /proc/sys & friends read-only, kcore
    & friends masked), then the profile's mounts in order (bind, tmpfs, proc, dev);
 5. synthetic files (read-only binds of in-memory files), `deny` paths hidden and
-   `readonly` paths made read-only (direct mediation only; the Gofer does it otherwise);
+   `readonly` paths made read-only, in both mediation modes (with the Gofer this is the
+   second layer: it holds even if the Sentry is bypassed, and it is what chdir and execve,
+   which the kernel resolves, see). A denied path on an in-memory overlay is removed
+   through the overlay (a whiteout in the upper layer: ENOENT, the host copy untouched);
+   elsewhere it is covered by an empty mode-0000 tmpfs or file;
 6. detach the host tree and pivot_root into the new root. The staging tmpfs, and every
    temporary file in it, disappears with the mount namespace.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 
 from ...engine.errors import SandboxError
 from ...engine.plan import GoferConfig, Mount, PathRule, RootConfig, SyntheticFile
+from ...gofer.sys import fstatfs_type
 from . import kernel as k
 
 STAGE = "/tmp"  # host directory a private tmpfs is mounted over (in our mount ns only)
@@ -359,7 +364,55 @@ def _deny_targets(rule: PathRule) -> list[str]:
     return [resolved] if os.path.lexists(resolved) else []
 
 
-def _hide(rules: tuple[PathRule, ...]) -> None:
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+WHITEOUT_MAX = 5000  # entries below a denied directory removed through the overlay
+
+
+def _whiteout(target: str) -> bool:
+    """Remove `target` through its in-memory overlay (the upper layer records a whiteout;
+    the lower, host, copy is untouched). False when that is not possible here."""
+    parent = os.path.dirname(target)
+    if os.path.ismount(target) and not os.path.islink(target) \
+            and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev:
+        # a directory of the skeleton (one layer per top-level directory): take the layer
+        # and every mount on it away, then the name
+        k.umount2(target, k.MNT_DETACH)
+        while os.path.ismount(target):
+            k.umount2(target, k.MNT_DETACH)
+        os.rmdir(target)
+        return True
+    try:
+        fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fstatfs_type(fd) != OVERLAYFS_SUPER_MAGIC or os.path.ismount(target):
+            return False
+    finally:
+        os.close(fd)
+    try:
+        if os.path.isdir(target) and not os.path.islink(target):
+            n = 0
+            for _top, dirs, files in os.walk(target):
+                n += len(dirs) + len(files)
+                if n > WHITEOUT_MAX:
+                    return False  # too big to remove one name at a time: cover it instead
+            for top, dirs, files in os.walk(target, topdown=False):
+                for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                    os.unlink(os.path.join(top, name))
+                for name in dirs:
+                    if not os.path.islink(os.path.join(top, name)):
+                        os.rmdir(os.path.join(top, name))
+            os.rmdir(target)
+        else:
+            os.unlink(target)
+    except OSError:
+        return not os.path.lexists(target)
+    return True
+
+
+def _hide(rules: tuple[PathRule, ...], in_memory: bool) -> None:
+    """Hide the `deny` paths in the kernel's tree."""
     denied_file = os.path.join(FILES, "denied")
     with open(denied_file, "w"):
         pass
@@ -367,6 +420,8 @@ def _hide(rules: tuple[PathRule, ...]) -> None:
     for rule in rules:
         for target in _deny_targets(rule):
             if target.rstrip("/") == NEWROOT:
+                continue
+            if in_memory and _whiteout(target):
                 continue
             if os.path.isdir(target) and not os.path.islink(target):
                 _tmpfs(target, mode="0000", size=4096, attrs=k.MOUNT_ATTR_RDONLY)
@@ -410,11 +465,10 @@ def build_root(req: RootRequest) -> None:
             _mount_one(m, sources.get(i - offset), can_create)
         step = "place synthetic files"
         _synthetic(req.synthetic, can_create)
-        if req.direct:
-            step = "hide denied paths"
-            _hide(req.gofer.deny)
-            step = "make readonly paths read-only"
-            _readonly(req.gofer.readonly)
+        step = "hide denied paths"
+        _hide(req.gofer.deny, req.gofer.root.overlay == "memory")
+        step = "make readonly paths read-only"
+        _readonly(req.gofer.readonly)
         step = "make the root read-only"
         if req.gofer.root.overlay == "none" and req.gofer.root.readonly:
             k.mount_setattr(NEWROOT, k.MOUNT_ATTR_RDONLY)
