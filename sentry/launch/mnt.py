@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import stat
 from dataclasses import dataclass
 
 from ...engine.errors import SandboxError
@@ -198,10 +199,12 @@ class _Layers:
     system's contents and only the mounts the profile makes.
     """
 
-    def __init__(self, overlay: str, readonly: bool, base: str | None) -> None:
+    def __init__(self, overlay: str, readonly: bool, base: str | None,
+                 hide: tuple[str, ...] = ()) -> None:
         self.overlay = overlay
         self.readonly = readonly
         self.base = base
+        self.hide = hide  # sandbox paths to whiteout in the upper layers (memory overlay)
         self.n = 0
         self.binds: list[str] = []
 
@@ -219,6 +222,13 @@ class _Layers:
         os.makedirs(work, exist_ok=True)
         st = os.stat(src)
         os.chmod(upper, st.st_mode & 0o7777)
+        rel = dst[len(NEWROOT):]
+        for path in self.hide:
+            if path.startswith(rel + "/"):
+                # a whiteout (0:0 character device) before the mount: the name is gone
+                white = os.path.join(upper, path[len(rel) + 1:])
+                os.makedirs(os.path.dirname(white), exist_ok=True)
+                os.mknod(white, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
         data = (f"lowerdir={_escape_overlay(src)},upperdir={_escape_overlay(upper)},"
                 f"workdir={_escape_overlay(work)},userxattr")
         k.mount("overlay", dst, "overlay", 0, data)
@@ -258,6 +268,23 @@ class _Layers:
                 k.mount_setattr(d, k.MOUNT_ATTR_RDONLY)
 
 
+def _whiteouts(rules: tuple[PathRule, ...], lower: str) -> tuple[str, ...]:
+    """Sandbox paths of the root file system the `deny` rules name, reached without a
+    symlink (those are hidden later, resolved inside the new root)."""
+    out: set[str] = set()
+    for rule in rules:
+        pattern = rule.glob
+        while pattern.endswith("/**") or pattern.endswith("/*"):
+            pattern = pattern.rsplit("/", 1)[0]
+        if not pattern.startswith("/") or pattern == "/":
+            continue
+        for m in glob.glob(lower + pattern):
+            rel = m[len(lower):]
+            if rel.count("/") > 1 and os.path.realpath(m) == os.path.normpath(m):
+                out.add(rel)  # not a top-level name: those are skeleton names, removed later
+    return tuple(sorted(out))
+
+
 def _root(req: RootRequest) -> _Layers:
     """Lay the root out on NEWROOT; returns the layers (sealed read-only at the end)."""
     root = req.gofer.root
@@ -269,7 +296,8 @@ def _root(req: RootRequest) -> _Layers:
         base = "/ovl"
     elif root.overlay == "dir":
         base = OLDROOT + (req.upper_base or upper_layers(root))
-    layers = _Layers(root.overlay, root.readonly, base)
+    hide = _whiteouts(req.gofer.deny, lower) if root.overlay == "memory" else ()
+    layers = _Layers(root.overlay, root.readonly, base, hide)
     layers.tree(lower, NEWROOT, top=True)
     return layers
 
@@ -368,18 +396,28 @@ OVERLAYFS_SUPER_MAGIC = 0x794C7630
 WHITEOUT_MAX = 5000  # entries below a denied directory removed through the overlay
 
 
+def _mounted_on(path: str) -> bool:
+    """Something is mounted on `path` (a directory or a single file), not a symlink."""
+    if os.path.islink(path) or not os.path.lexists(path):
+        return False
+    if os.path.isdir(path):
+        return os.path.ismount(path)
+    return os.lstat(path).st_dev != os.lstat(os.path.dirname(path)).st_dev
+
+
 def _whiteout(target: str) -> bool:
     """Remove `target` through its in-memory overlay (the upper layer records a whiteout;
     the lower, host, copy is untouched). False when that is not possible here."""
     parent = os.path.dirname(target)
-    if os.path.ismount(target) and not os.path.islink(target) \
-            and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev:
-        # a directory of the skeleton (one layer per top-level directory): take the layer
-        # and every mount on it away, then the name
-        k.umount2(target, k.MNT_DETACH)
-        while os.path.ismount(target):
+    if _mounted_on(target) and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev:
+        # a name of the skeleton (a layer of its own, or a single file bound in): take
+        # the mounts on it away, then the name
+        while _mounted_on(target):
             k.umount2(target, k.MNT_DETACH)
-        os.rmdir(target)
+        if os.path.isdir(target):
+            os.rmdir(target)
+        else:
+            os.unlink(target)
         return True
     try:
         fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
