@@ -127,17 +127,56 @@ def _ensure(target: str, is_dir: bool, can_create: bool, what: str) -> None:
         return
     parent = os.path.dirname(target)
     on_skeleton = os.path.isdir(parent) and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev
+    sealed = None
     if not can_create and not on_skeleton:
-        raise SandboxError(
-            f"{what}: the mount point {target[len(NEWROOT):] or '/'} does not exist in the root, and "
-            "the root is not an overlay, so it cannot be created without changing the host",
-            hint="use filesystem.root.overlay: memory, or pick a target that exists")
+        # The directory that would hold the mount point is the host's (a bind): cover it
+        # with a tmpfs listing the same names, each bound back in, and make the mount
+        # point there. The host does not change.
+        anc = parent
+        while not os.path.isdir(anc):
+            anc = os.path.dirname(anc)
+        if not anc.startswith(NEWROOT + "/"):
+            raise SandboxError(f"{what}: cannot make the mount point {target[len(NEWROOT):]}",
+                               hint="pick a target that exists in the root")
+        sealed = _stage_layer(anc)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if is_dir:
         os.makedirs(target, exist_ok=True)
     else:
         with open(target, "a"):
             pass
+    if sealed:
+        k.mount_setattr(sealed, k.MOUNT_ATTR_RDONLY)
+
+
+def _stage_layer(anc: str) -> str | None:
+    """Cover the directory `anc` with a tmpfs holding its names (directories and files
+    bound back in, symlinks copied). Returns `anc` when it was read-only: the caller
+    seals the tmpfs once the mount point is made."""
+    readonly = bool(os.statvfs(anc).f_flag & os.ST_RDONLY)
+    n = 0
+    while os.path.lexists(f"/layer{n}"):
+        n += 1
+    stage = f"/layer{n}"
+    os.mkdir(stage)
+    _tmpfs(stage, mode=f"{os.stat(anc).st_mode & 0o7777:o}")
+    for name in sorted(os.listdir(anc)):
+        s, d = os.path.join(anc, name), os.path.join(stage, name)
+        if os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+        elif os.path.isdir(s):
+            os.mkdir(d)
+            _bind(s, d)
+        elif os.path.exists(s):
+            with open(d, "w"):
+                pass
+            _bind(s, d, recursive=False)
+        else:
+            continue
+        if readonly and not os.path.islink(d):
+            k.mount_setattr(d, k.MOUNT_ATTR_RDONLY, recursive=os.path.isdir(d))
+    k.mount(stage, anc, None, MS_MOVE)
+    return anc if readonly else None
 
 
 def _attrs(options: tuple[str, ...], readonly: bool) -> int:
@@ -393,6 +432,7 @@ def _deny_targets(rule: PathRule) -> list[str]:
 
 
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
+MS_MOVE = 0x2000
 WHITEOUT_MAX = 5000  # entries below a denied directory removed through the overlay
 
 
