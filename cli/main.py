@@ -12,8 +12,11 @@ Modules keep heavy imports (rich, jsonschema, pyroute2, ptrace) inside run(), so
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 from ..engine.errors import SandboxctlError
 
@@ -72,8 +75,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown (~20-40 ms of freeing every
+    module's objects). Only for `apply`, which has released everything it made by now."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code & 0xFF)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
+    if from_command_line and argv[:1] == ["apply"]:
+        # A short-lived process: no collector passes during start-up (the imports make
+        # thousands of objects); the launcher freezes them before it forks the Sentry.
+        gc.disable()
     # Build only the sub-parser that is asked for: start-up cost matters for apply.
     only = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only)
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     try:
-        return int(mod.run(args) or 0)
+        code = int(mod.run(args) or 0)
     except SandboxctlError as exc:
         from .output import error
 
@@ -93,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    if from_command_line and only == "apply":
+        _exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

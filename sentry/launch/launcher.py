@@ -22,6 +22,7 @@ comes with its listener report, as SCM_CREDENTIALS on a unix socket.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import importlib.util
 import json
@@ -31,6 +32,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -335,6 +337,28 @@ def _warm_imports(plan: Plan) -> None:
             pass
 
 
+class _CgroupJoiner(threading.Thread):
+    """Reads init's host pid from the keeper, puts it into the run's cgroups and tells
+    init to go on; closes both pipe ends. Done before the Sentry and Gofer are forked."""
+
+    def __init__(self, cg: Any, cg_r: int, go_w: int) -> None:
+        super().__init__(name="sandboxctl-cgroup-join", daemon=True)
+        self.cg, self.cg_r, self.go_w = cg, cg_r, go_w
+        self.warnings: list[str] = []
+
+    def run(self) -> None:
+        try:
+            data = os.read(self.cg_r, 4)  # EOF: the keeper failed (its error says why)
+            if len(data) == 4:
+                self.warnings = cgroup.join_pid(self.cg, struct.unpack("i", data)[0])
+                os.write(self.go_w, b"g")
+        except OSError:
+            pass  # init reads EOF and stops: the set-up error reaches the supervisor
+        finally:
+            os.close(self.cg_r)
+            os.close(self.go_w)
+
+
 def _decode(status: int) -> tuple[int, int | None]:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -421,7 +445,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     rep_parent, rep_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     rep_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    for fd in (err_r, status_r, cg_r, go_w):
+    for fd in (err_r, status_r):
         session.on_close(lambda fd=fd: os.close(fd))
     session.on_close(rep_parent.close)
     setup = _ChildSetup(
@@ -466,29 +490,34 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     rep_child.close()
     if pty_child is not None:
         pty_child.close()
+    # Joining a cgroup v1 memory controller takes ~10 ms in the kernel (GIL released):
+    # a thread does it as soon as the keeper names init, while this one imports below.
+    joiner = _CgroupJoiner(cg, cg_r, go_w)
+    joiner.start()
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
     run_rec = new_run(plan, list(argv))
     # a run that fails to start still gets its status.json (exit_code null)
     session.on_close(lambda: None if run_rec.status.get("ended") else run_rec.finish(None))
     _warm_imports(plan)
+    joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
+    for w in joiner.warnings:
+        print(w, file=sys.stderr)
+    if not gc.isenabled():
+        # `sandboxctl apply` starts with the collector off (cli/main.py): the imports are
+        # done, so their objects go out of its view for good and it runs again for the
+        # Sentry, the Gofer and the supervision loop, which are forks of this process.
+        gc.freeze()
+        gc.enable()
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
     report = None
-    open_fds = {err_r, rep_parent.fileno(), keeper_fd, cg_r}
+    open_fds = {err_r, rep_parent.fileno(), keeper_fd}
     if pty_parent is not None:
         open_fds.add(pty_parent.fileno())
     while error is None and report is None:
         ready, _, _ = select.select(list(open_fds), [], [])
-        if cg_r in ready:
-            open_fds.discard(cg_r)
-            data = os.read(cg_r, 4)
-            if len(data) == 4:
-                for w in cgroup.join_pid(cg, struct.unpack("i", data)[0]):
-                    print(w, file=sys.stderr)
-                os.write(go_w, b"g")
-            os.close(go_w)
         if pty_parent is not None and pty_parent.fileno() in ready:
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
             open_fds.discard(pty_parent.fileno())

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Where the start-up of `sandboxctl apply` goes: a timeline of one run, phase by phase.
+
+    python bench/phases.py [-n 9] [PROFILE] [-- COMMAND...]     (default: default -- true)
+
+Runs `sandboxctl apply` in a fresh interpreter N times with the launcher's steps wrapped
+(no change to the product: the wrappers are installed from outside, and the sandbox's
+processes are forks, so they carry them). Each step writes "start"/"end" with a monotonic
+clock to a shared file; the table gives each step's median offset from the moment the
+interpreter was asked to start, and its median duration. Not a test: it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# (module, attribute) wrapped; the label is the attribute.
+_STEPS = (
+    ("sandboxctl.cli.cmd_apply", "load_plan"),
+    ("sandboxctl.sentry.launch.launcher", "run"),
+    ("sandboxctl.sentry.launch.launcher", "_keeper"),
+    ("sandboxctl.sentry.launch.launcher", "_init"),
+    ("sandboxctl.sentry.launch.launcher", "_program"),
+    ("sandboxctl.sentry.launch.launcher", "_warm_imports"),
+    ("sandboxctl.sentry.launch.mnt", "prepare"),
+    ("sandboxctl.sentry.launch.mnt", "build_root"),
+    ("sandboxctl.sentry.launch.cgroup", "create"),
+    ("sandboxctl.sentry.launch.cgroup", "join_pid"),
+    ("sandboxctl.sentry.runs", "new_run"),
+    ("sandboxctl.sentry.seccomp_child", "load_and_exec"),
+    ("sandboxctl.gofer.process", "start_gofer"),
+    ("sandboxctl.sentry.supervisor", "start_sentry"),
+    ("sandboxctl.sentry.supervisor", "take_listener"),
+    ("sandboxctl.sentry.supervisor", "_sentry_main"),
+    ("sandboxctl.sentry.confine", "confine"),
+    ("sandboxctl.sentry.dispatch", "Dispatcher.__init__"),
+    ("sandboxctl.sentry.dispatch", "Dispatcher.dispatch"),
+    ("sandboxctl.sentry.supervisor", "SentryHandle.wait"),
+    ("sandboxctl.sentry.runs", "RunRecord.finish"),
+    ("sandboxctl.sentry.launch.launcher", "_Session.close"),
+    ("sandboxctl.gofer.process", "GoferHandle.wait"),
+)
+
+# Run inside the measured interpreter: wrap, then call the real entry point.
+_CHILD = r"""
+import os, sys, time, importlib, functools
+fd = int(os.environ["F2_TRACE_FD"])
+def mark(label):
+    try:
+        os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
+    except OSError:
+        pass
+mark("interpreter ready")
+from sandboxctl.cli.main import main
+mark("cli imported")
+def wrap(mod, name):
+    m = importlib.import_module(mod)
+    for part in name.split(".")[:-1]:
+        m = getattr(m, part)
+    f = getattr(m, name.split(".")[-1])
+    @functools.wraps(f)
+    def w(*a, **k):
+        mark(name + " start")
+        try:
+            return f(*a, **k)
+        finally:
+            mark(name + " end")
+    setattr(m, name.split(".")[-1], w)
+for mod, name in STEPS:
+    try:
+        wrap(mod, name)
+    except ImportError:
+        pass
+mark("wrapped")
+sys.argv = ["sandboxctl", *sys.argv[1:]]
+code = 0
+try:
+    code = main()
+finally:
+    mark("main returned")
+sys.exit(code)
+"""
+
+
+def _one(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    with tempfile.TemporaryFile() as fh:
+        env = dict(env, F2_TRACE_FD=str(fh.fileno()))
+        src = _CHILD.replace("STEPS", repr(_STEPS))
+        t0 = time.monotonic_ns()
+        r = subprocess.run([sys.executable, "-c", src, "apply", *argv], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, pass_fds=(fh.fileno(),))
+        total = (time.monotonic_ns() - t0) / 1e6
+        if r.returncode != 0:
+            raise SystemExit(f"apply failed ({r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")
+        fh.seek(0)
+        marks: dict[str, float] = {}
+        for line in fh.read().decode().splitlines():
+            ns, _pid, label = line.split(" ", 2)
+            marks.setdefault(label, (int(ns) - t0) / 1e6)  # first occurrence
+    return total, marks
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=9)
+    ap.add_argument("rest", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    argv = args.rest or ["default", "--", "true"]
+    state = tempfile.mkdtemp(prefix="sandboxctl-phases-")
+    env = dict(os.environ, SANDBOXCTL_STATE_DIR=state)
+    _one(argv, env)  # warm the Plan cache and the page cache
+    totals: list[float] = []
+    offs: dict[str, list[float]] = defaultdict(list)
+    for _ in range(args.n):
+        total, marks = _one(argv, env)
+        totals.append(total)
+        for k, v in marks.items():
+            offs[k].append(v)
+    subprocess.run(["rm", "-rf", state], check=False)
+    print(f"`sandboxctl apply {' '.join(argv)}`: {args.n} runs, median {statistics.median(totals):.1f} ms "
+          f"(best {min(totals):.1f}), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    rows = sorted(((statistics.median(v), k) for k, v in offs.items()))
+    print(f"{'ms from exec':>12}  step")
+    for t, k in rows:
+        print(f"{t:12.1f}  {k}")
+    print(f"{statistics.median(totals):12.1f}  process gone (wall clock seen by the caller)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
