@@ -52,3 +52,33 @@ def test_staged_directory_stays_read_only(tmp_path):
                   tmp_path / "state")
     assert b"Read-only file system" in cp.stdout and b"deep" in cp.stdout
     assert not os.path.exists("/usr/share/x")
+
+
+def test_mount_point_under_a_writable_host_bind_leaves_the_host_alone(tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "kept").write_text("k\n")
+    body = f"""\
+filesystem:
+  mounts:
+    - {{source: {src}, target: /data}}
+    - {{type: tmpfs, target: /data/new/t, size: 1Mi}}
+"""
+    prof = write_profile(tmp_path, body)
+    cp, _ = apply(prof, ["sh", "-c", "echo x > /data/new/t/f && cat /data/new/t/f /data/kept"],
+                  tmp_path / "state")
+    assert cp.returncode == 0, cp.stderr.decode()
+    assert cp.stdout.decode().split() == ["x", "k"]
+    assert sorted(p.name for p in src.iterdir()) == ["kept"]  # no mount point on the host
+
+
+def test_no_mount_point_inside_proc(tmp_path):
+    body = """\
+filesystem:
+  root: {source: /, readonly: true, overlay: none}
+  mounts:
+    - {type: tmpfs, target: /proc/nonexistent/x}
+"""
+    prof = write_profile(tmp_path, body)
+    cp, _ = apply(prof, ["true"], tmp_path / "state")
+    assert cp.returncode != 0 and b"cannot make a mount point in /proc" in cp.stderr

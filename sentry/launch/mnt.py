@@ -123,21 +123,19 @@ def _in_root(path: str, root: str = NEWROOT) -> str:
 
 
 def _ensure(target: str, is_dir: bool, can_create: bool, what: str) -> None:
+    """Make the mount point `target` (under NEWROOT) without changing the host: directly
+    on the root's skeleton or on its overlay; under anything else (a directory bound
+    from the host, read-only or not), on a tmpfs layer listing the same names."""
     if os.path.lexists(target):
         return
-    parent = os.path.dirname(target)
-    on_skeleton = os.path.isdir(parent) and os.stat(parent).st_dev == os.stat(NEWROOT).st_dev
+    anc = os.path.dirname(target)
+    while not os.path.isdir(anc):
+        anc = os.path.dirname(anc)
+    if not (anc + "/").startswith(NEWROOT + "/"):
+        raise SandboxError(f"{what}: cannot make the mount point {target[len(NEWROOT):]}",
+                           hint="pick a target that exists in the root")
     sealed = None
-    if not can_create and not on_skeleton:
-        # The directory that would hold the mount point is the host's (a bind): cover it
-        # with a tmpfs listing the same names, each bound back in, and make the mount
-        # point there. The host does not change.
-        anc = parent
-        while not os.path.isdir(anc):
-            anc = os.path.dirname(anc)
-        if not anc.startswith(NEWROOT + "/"):
-            raise SandboxError(f"{what}: cannot make the mount point {target[len(NEWROOT):]}",
-                               hint="pick a target that exists in the root")
+    if os.stat(anc).st_dev != os.stat(NEWROOT).st_dev and not (can_create and _on_overlay(anc)):
         sealed = _stage_layer(anc)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if is_dir:
@@ -149,10 +147,30 @@ def _ensure(target: str, is_dir: bool, can_create: bool, what: str) -> None:
         k.mount_setattr(sealed, k.MOUNT_ATTR_RDONLY)
 
 
+def _on_overlay(path: str) -> bool:
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return fstatfs_type(fd) == OVERLAYFS_SUPER_MAGIC
+    finally:
+        os.close(fd)
+
+
+_NO_STAGING = (0x9FA0, 0x62656572, 0x1CD1)  # proc, sysfs, devpts
+
+
 def _stage_layer(anc: str) -> str | None:
     """Cover the directory `anc` with a tmpfs holding its names (directories and files
     bound back in, symlinks copied). Returns `anc` when it was read-only: the caller
     seals the tmpfs once the mount point is made."""
+    fd = os.open(anc, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        kind = fstatfs_type(fd)
+    finally:
+        os.close(fd)
+    if kind in _NO_STAGING:  # their names are live (/proc/self): a copy would lie
+        raise SandboxError(f"cannot make a mount point in {anc[len(NEWROOT):]}, "
+                           "a proc, sysfs or devpts directory",
+                           hint="pick a mount target outside /proc, /sys and /dev/pts")
     readonly = bool(os.statvfs(anc).f_flag & os.ST_RDONLY)
     n = 0
     while os.path.lexists(f"/layer{n}"):
