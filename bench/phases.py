@@ -54,12 +54,14 @@ _STEPS = (
 # Run inside the measured interpreter: wrap, then call the real entry point.
 _CHILD = r"""
 import os, sys, time, importlib, functools
-fd = int(os.environ["F2_TRACE_FD"])
-def mark(label):
+path = os.environ["PHASES_TRACE"]
+def mark(label):  # by path, per mark: the Sentry closes every inherited descriptor
     try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.write(fd, f"{time.monotonic_ns()} {os.getpid()} {label}\n".encode())
+        os.close(fd)
     except OSError:
-        pass
+        pass  # inside the sandbox's root the file does not exist
 mark("interpreter ready")
 from sandboxctl.cli.main import main
 mark("cli imported")
@@ -93,13 +95,13 @@ sys.exit(code)
 
 
 def _one(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
-    with tempfile.TemporaryFile() as fh:
-        env = dict(env, F2_TRACE_FD=str(fh.fileno()))
+    with tempfile.NamedTemporaryFile() as fh:
+        env = dict(env, PHASES_TRACE=fh.name)
         src = _CHILD.replace("STEPS", repr(_STEPS))
         t0 = time.monotonic_ns()
         r = subprocess.run([sys.executable, "-c", src, "apply", *argv], env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, pass_fds=(fh.fileno(),))
+                           stderr=subprocess.PIPE)
         total = (time.monotonic_ns() - t0) / 1e6
         if r.returncode != 0:
             raise SystemExit(f"apply failed ({r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")

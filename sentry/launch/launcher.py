@@ -106,6 +106,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
         os.setsid()  # off the user's terminal: its signals go to the supervisor only
+        _import_child_side(s.plan)  # before the pid namespace: it may start `ldconfig`
         if s.outer_uid == 0:
             os.setgroups([])
         # Handles on the cgroups' parent directories: init's pivot_root moves this
@@ -228,6 +229,18 @@ def _init(s: _ChildSetup) -> NoReturn:
         os._exit(0)
 
 
+def _import_child_side(plan: Plan) -> None:
+    """Import what the program's process runs after pivot_root, where this package and
+    libseccomp may not exist. Done by the keeper (init and the program are its forks),
+    not by the supervisor before the fork: pyseccomp alone takes ~15 ms (it runs
+    `ldconfig -p` twice), which now overlap the supervisor's own imports. Before the
+    unshare: a process it starts must not become the pid namespace's init."""
+    from ..seccomp_child import load_and_exec  # noqa: F401  (pyseccomp, engine.filter)
+
+    if plan.launch.platform == "ptrace":
+        from .. import platform_ptrace  # noqa: F401
+
+
 def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
     plan = s.plan
     try:
@@ -325,7 +338,8 @@ _GOFER_MODULES = ("process", "policy", "confine", "sys", "server")
 
 
 def _warm_imports(plan: Plan) -> None:
-    names = [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
+    # pyseccomp: the Sentry and the Gofer confine themselves with it right after the fork
+    names = ["pyseccomp"] + [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
     if plan.gofer.mediation == "gofer":
         names += [f"sandboxctl.gofer.{m}" for m in _GOFER_MODULES]
     if plan.launch.platform == "ptrace":  # python-ptrace (~100 ms) for the tracing Sentry
@@ -403,16 +417,9 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
     root = mnt.prepare(plan.gofer, synthetic)
     if not gofer_ok and not root.direct:
         root = dataclasses.replace(root, direct=True)
-    # Imported here, before the host's tree leaves the sandbox's view: the program's
-    # process runs load_and_exec after pivot_root, where this package may not exist.
-    import pyseccomp  # noqa: F401
-
-    from ...engine import filter as _filter  # noqa: F401
+    # (What the program's process runs after pivot_root is imported by the keeper, in
+    # parallel with this process: see _import_child_side.)
     from ..runs import new_run
-    from ..seccomp_child import load_and_exec  # noqa: F401
-
-    if plan.launch.platform == "ptrace":
-        from .. import platform_ptrace  # noqa: F401  (its child side runs after pivot_root)
 
     session = _Session()
     if root.upper_base is not None and not plan.gofer.root.keep_upper:
