@@ -261,7 +261,20 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
             j += 1
         out.extend(kernel_consistent(rules[i:j], default))
         i = j
+    if default_allows:
+        out.extend(unknown_call_rules(root, audit))
     return default, tuple(out)
+
+
+def unknown_call_rules(root: Node, audit: AuditConfig) -> list[SyscallRule]:
+    """Calls newer than the syscall table this engine knows are refused with ENOSYS even
+    when the default allows: nobody reviewed them (a new mount-family call would
+    otherwise pass a default-allow filter untouched). gVisor answers unknown calls the
+    same way. Trapped when auditing, so each one is an event."""
+    src = _loc_of(root, ("syscalls", "default"), ("syscalls",), ("metadata",))
+    enosys = constants.errno_value("ENOSYS") or 38
+    return [SyscallRule(f"syscall_{nr}", nr, "deny", enosys, (), audit.denials, None, src)
+            for nr in range(syscalls.max_known() + 1, syscalls.NATIVE_LIMIT)]
 
 
 def _kernel_value(action: str, errno: int, trap: bool) -> tuple[Any, ...]:

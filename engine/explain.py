@@ -143,6 +143,12 @@ def suggest_syscall(name: str, arg_sets: Iterable[Iterable[int]], book: RiskBook
     """(YAML snippet, advice) allowing `name` for the argument values seen, narrowed at
     the indexes risk.yaml marks as selecting what the call does."""
     sr = book.syscall(name)
+    if name.startswith("syscall_"):
+        # A number newer than the engine's syscall table (see compile.unknown_call_rules):
+        # no profile can name it, so there is nothing to add.
+        return ("", f"{name} is newer than the syscall table this sandboxctl knows; it is "
+                "refused with ENOSYS in every profile that allows by default, and a profile "
+                "cannot allow it until sandboxctl (libseccomp) learns its name")
     seen = [tuple(a) for a in arg_sets]
     entries: list[str] = []
     narrowed_on = None
@@ -196,7 +202,7 @@ def _syscall_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook
     # `names:` list stays, and the allow entry written by name beats it at the same level.
     alone = "@" not in text and "names" not in text
     if plan is not None and rule and rule.get("file") == plan.profile_file \
-            and sr.risk != "critical" and alone:
+            and sr.risk != "critical" and alone and snippet:
         remove = where
         advice = f"remove the entry at {where} ({text.strip()}) and {advice}"
     return Denial("syscall", name, examples[0], len(evs), ev.get("action", "deny"),

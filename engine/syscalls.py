@@ -34,6 +34,15 @@ def name_of(nr: int) -> str | None:
     return _table()[1].get(nr)
 
 
+def max_known() -> int:
+    """The highest x86_64 syscall number this libseccomp knows by name."""
+    return max(_table()[1])
+
+
+# Numbers 512 and up belong to the x32 ABI, which the filter refuses anyway.
+NATIVE_LIMIT = 512
+
+
 def all_names() -> list[str]:
     """Every x86_64 syscall name, in number order."""
     by_nr = _table()[1]
@@ -46,4 +55,4 @@ def suggest(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str |
     return found[0] if found else None
 
 
-__all__ = ["ARCH", "number", "name_of", "all_names", "suggest"]
+__all__ = ["ARCH", "NATIVE_LIMIT", "number", "name_of", "max_known", "all_names", "suggest"]
