@@ -40,11 +40,16 @@ MAX_MESSAGE = 16 * 1024  # > header + fixed part + two names of MAX_NAME
 MAX_NAME = 4096
 MAX_FDS = 2
 HANDLE_ROOT = -1
+# OPEN, a0 bit: do not wait. An open that could block (a FIFO or a character device,
+# without O_NONBLOCK) is then not started: the reply's errno is WOULD_BLOCK (not a Linux
+# errno) and the Sentry sends the same request again, without the bit, from a worker.
+OPEN_NO_WAIT = 1
+WOULD_BLOCK = -1
 
 
 class Op(IntEnum):
     PING = 0
-    OPEN = 1  # flags, mode -> fd
+    OPEN = 1  # flags, mode, a0 = OPEN_NO_WAIT or 0 -> fd
     STAT = 2  # at_flags (AT_SYMLINK_NOFOLLOW) -> data: struct stat
     STATX = 3  # at_flags, a0 = mask -> data: struct statx
     ACCESS = 4  # mode, at_flags (AT_EACCESS, AT_SYMLINK_NOFOLLOW)
@@ -183,6 +188,6 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-__all__ = ["recv_message", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "Op",
+__all__ = ["recv_message", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

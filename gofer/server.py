@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from . import sys as gsys
 from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC,
                      Policy)
-from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, Op, ProtocolError, Reply, Request,
+from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, OPEN_NO_WAIT, WOULD_BLOCK, Op,
+                       ProtocolError, Reply, Request,
                        close_all, decode_header, decode_request, encode_reply, recv_message)
 
 _RESOLVE = gsys.RESOLVE_IN_ROOT | gsys.RESOLVE_NO_MAGICLINKS
@@ -640,6 +641,11 @@ class FileServer:
             try:
                 reply, fd = self.handle(req, fds)
             except _MayBlock as mb:
+                if req.a[0] & OPEN_NO_WAIT:  # the Sentry asks again from a worker
+                    os.close(mb.fd)
+                    close_all(fds)
+                    self._send(sock, op, req_id, Reply(WOULD_BLOCK), -1)
+                    continue
                 if self._blocking.acquire(blocking=False):
                     threading.Thread(target=self._finish_blocking,
                                      args=(sock, op, req_id, mb, fds), daemon=True).start()

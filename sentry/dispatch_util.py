@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
+
+
+class Deferred(Exception):
+    """Raised by a handler serving on the loop thread (its memory's `may_defer` is true)
+    that found its call would block (a FIFO open): the platform runs `resume()` on a
+    worker and applies the Decision it returns. `resume` must not read the caller's
+    memory again (what it needs was read once, before)."""
+
+    def __init__(self, resume: Callable[[], Any]) -> None:
+        super().__init__("deferred")
+        self.resume = resume
+
+
+def defers(fn: Callable) -> Callable:
+    """Mark a `may_block` handler that raises Deferred only when it would block: the
+    notify platform then serves it on the loop thread (no hand-off to a worker)."""
+    fn.can_defer = True  # type: ignore[attr-defined]
+    return fn
 
 
 def read_comm(pid: int) -> str:
@@ -17,4 +36,4 @@ def read_comm(pid: int) -> str:
         os.close(fd)
 
 
-__all__ = ["read_comm"]
+__all__ = ["read_comm", "Deferred", "defers"]

@@ -33,9 +33,9 @@ from typing import Any, Callable
 from ..gofer import sys as gsys
 from ..gofer.client import GoferClient, GoferGone
 from ..gofer.policy import RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC
-from ..gofer.protocol import HANDLE_ROOT, Op, Reply, Request
+from ..gofer.protocol import HANDLE_ROOT, OPEN_NO_WAIT, WOULD_BLOCK, Op, Reply, Request
 from .call import Call, Decision, Errno, InjectFd, Kill, Memory, Return, SentryContext
-from .dispatch_util import read_comm
+from .dispatch_util import Deferred, defers, read_comm
 from .table import Entry
 
 AT_FDCWD = -100
@@ -231,39 +231,52 @@ def _simple(ctx: SentryContext, call: Call, st: FsState, req: Request, fds: list
 
 def _open(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, flags: int,
           mode: int) -> Decision:
-    def body(st: FsState) -> Decision:
-        name = _read_path(mem, path_addr)
+    def attempt(st: FsState, name: bytes, no_wait: int) -> Decision | None:
         w = _where(st, call, dirfd, name)
         try:
-            req = Request(Op.OPEN, w.name, w.handle, flags=flags, mode=mode)
+            req = Request(Op.OPEN, w.name, w.handle, flags=flags, mode=mode, a=(no_wait, 0, 0, 0))
             rep = _simple(ctx, call, st, req, w.fds)
         finally:
             w.close()
         if rep.errno:
-            return Errno(rep.errno)
+            return None if rep.errno == WOULD_BLOCK else Errno(rep.errno)
         if rep.fd < 0:
             return Errno(E.EIO)
         return InjectFd(rep.fd, bool(flags & O_CLOEXEC))
 
+    def body(st: FsState) -> Decision:
+        name = _read_path(mem, path_addr)  # read once; a deferred open reuses it
+        if getattr(mem, "may_defer", False):  # on the loop thread: never wait there
+            d = attempt(st, name, OPEN_NO_WAIT)
+            if d is not None:
+                return d
+            raise Deferred(lambda: _serve(ctx, call, lambda st2: attempt(st2, name, 0)
+                                          or Errno(E.EIO)))
+        return attempt(st, name, 0) or Errno(E.EIO)
+
     return _serve(ctx, call, body)
 
 
+@defers
 def handle_open(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     a = call.args
     return _open(ctx, call, mem, AT_FDCWD, a[0], _s32(a[1]), a[2] & 0o7777)
 
 
+@defers
 def handle_creat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     a = call.args
     return _open(ctx, call, mem, AT_FDCWD, a[0], os.O_CREAT | os.O_WRONLY | os.O_TRUNC,
                  a[1] & 0o7777)
 
 
+@defers
 def handle_openat(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     a = call.args
     return _open(ctx, call, mem, _s32(a[0]), a[1], _s32(a[2]), a[3] & 0o7777)
 
 
+@defers
 def handle_openat2(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     a = call.args
     size = a[3]

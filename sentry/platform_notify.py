@@ -4,7 +4,9 @@ Raw ioctls through ctypes on preallocated structures (sizes asked from the kerne
 seccomp(SECCOMP_GET_NOTIF_SIZES)); a dispatch slot per syscall number; the caller's memory
 read with process_vm_readv; SECCOMP_IOCTL_NOTIF_ID_VALID checked after any read and before
 acting, so a decision is never applied to a different (recycled) task. Handlers flagged
-`may_block` run on a small worker pool so one slow call does not stall the others.
+`may_block` run on a small worker pool so one slow call does not stall the others; those
+also marked `defers` (dispatch_util) run on the loop thread and hand the rest of the call
+to a worker only when it would block (a FIFO open), raising Deferred.
 See seccomp_unotify(2).
 """
 
@@ -24,6 +26,7 @@ from typing import Callable
 from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Return
 from .decode import syscall_names
 from .dispatch import Dispatcher
+from .dispatch_util import Deferred
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
@@ -138,12 +141,13 @@ class ProcessMemory:
     """Memory of task `pid` via process_vm_readv/writev. `touched` says whether any read
     happened (then the platform re-checks the notification id before acting)."""
 
-    __slots__ = ("pid", "touched", "io")
+    __slots__ = ("pid", "touched", "io", "may_defer")
 
-    def __init__(self, pid: int, io: MemIO | None = None) -> None:
+    def __init__(self, pid: int, io: MemIO | None = None, may_defer: bool = False) -> None:
         self.pid = pid
         self.touched = False
         self.io = io if io is not None else MemIO()
+        self.may_defer = may_defer  # the handler may raise Deferred (loop thread, workers)
 
     def read(self, addr: int, size: int) -> bytes:
         self.touched = True
@@ -365,7 +369,10 @@ class NotifyLoop:
                 return
             nid, call, slot = item
             try:
-                self._serve_one(responder, nid, call, slot)
+                if slot.__class__ is Deferred:
+                    self._resume(responder, nid, call, slot)
+                else:
+                    self._serve_one(responder, nid, call, slot)
             except BaseException as exc:  # a failing handler fails the Sentry, loudly
                 self.error = exc
                 os.write(self.wake_w, b"!")
@@ -373,9 +380,22 @@ class NotifyLoop:
             with self.idle_lock:
                 self.idle += 1
 
-    def _serve_one(self, responder: Responder, nid: int, call: Call, slot) -> None:
+    def _serve_one(self, responder: Responder, nid: int, call: Call, slot,
+                   may_defer: bool = False) -> None:
+        mem = ProcessMemory(call.pid, responder.io, may_defer)
+        try:
+            d = self.dispatcher.dispatch(call, mem, slot)
+        except Deferred as dfr:  # would block: a worker finishes it
+            self._submit((nid, call, dfr))
+            return
+        if self.log is not None:
+            self.log(f"answer id={nid:#x} pid={call.pid} {call.name}: {d!r}")
+        responder.apply(nid, call, mem, d, self.on_kill)
+
+    def _resume(self, responder: Responder, nid: int, call: Call, dfr: Deferred) -> None:
         mem = ProcessMemory(call.pid, responder.io)
-        d = self.dispatcher.dispatch(call, mem, slot)
+        mem.touched = True  # the first part read the caller's memory: re-check the id
+        d = dfr.resume()
         if self.log is not None:
             self.log(f"answer id={nid:#x} pid={call.pid} {call.name}: {d!r}")
         responder.apply(nid, call, mem, d, self.on_kill)
@@ -395,6 +415,10 @@ class NotifyLoop:
         unpack = _NOTIF.unpack_from  # one call instead of ten ctypes field reads
         log = self.log
         threads = self.threads
+        # may-block calls whose handler defers only when it would block: served here
+        inline = frozenset(nr for nr, s in enumerate(disp.slots)
+                           if s is not None and s.may_block
+                           and getattr(s.handler, "can_defer", False))
         try:
             while not self.done:
                 ctypes.memset(pbuf, 0, size)
@@ -411,7 +435,10 @@ class NotifyLoop:
                 if log is not None:
                     log(f"recv id={nid:#x} pid={call.pid} {call.name}{call.args}")
                 if slot.may_block and threads:
-                    self._submit((nid, call, slot))
+                    if nr in inline:
+                        self._serve_one(self.responder, nid, call, slot, True)
+                    else:
+                        self._submit((nid, call, slot))
                 else:
                     self._serve_one(self.responder, nid, call, slot)
             if self.error is not None:
