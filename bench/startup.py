@@ -88,7 +88,7 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     ours = med["sandboxctl (profile)"]
     print(f"start-up of `true`, {args.n} runs each, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    print(f"{'':24} {'median ms':>10} {'best ms':>9} {'sandboxctl/this':>16}")
+    print(f"{'':32} {'median ms':>10} {'best ms':>9} {'sandboxctl/this':>16}")
     for name, v in times.items():
         print(f"{name:32} {med[name] * 1000:10.1f} {min(v) * 1000:9.1f} {ours / med[name]:16.2f}x")
     if "runsc ptrace" in med:
