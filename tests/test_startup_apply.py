@@ -92,3 +92,15 @@ def test_documented_phase_timeline_runs() -> None:
         assert name in steps, r.stdout
     assert steps["_keeper start"] < steps["start_sentry end"] < steps["run end"]
     assert steps["confine end"] < steps["Dispatcher.dispatch start"]  # confined before serving
+
+
+def test_documented_startup_benchmark_runs() -> None:
+    # docs/apply.md: python bench/startup.py -n 15 (here one run each)
+    r = subprocess.run([PY, str(REPO / "bench" / "startup.py"), "-n", "1"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for row in ("native", "sandboxctl (profile)", "sandboxctl (plan.json)",
+                "sandboxctl (no editable finder)"):
+        line = next((l for l in r.stdout.splitlines() if l.startswith(row + " ")), None)
+        assert line is not None, r.stdout
+        assert float(line[len(row):].split()[0]) > 0
