@@ -71,3 +71,25 @@ def test_no_wait_open_of_a_fifo_is_not_started(gofer):
     assert got and got[0].errno == 0 and got[0].fd >= 0
     assert os.read(got[0].fd, 1) == b"x"
     os.close(got[0].fd)
+
+
+def test_the_files_benchmark_runs_and_reports_a_trapped_call(tmp_path):
+    """docs/gofer.md's benchmark command, small: every runner row and the per-call cost."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "files.py"
+    env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(tmp_path))
+    cp = subprocess.run([sys.executable, str(bench), "--count", "300", "--repeat", "1",
+                         "--no-runsc", "--no-bwrap"], capture_output=True, text=True,
+                        timeout=120, env=env)
+    assert cp.returncode == 0, cp.stderr
+    rows = {line.split()[0]: line.split() for line in cp.stdout.splitlines()
+            if line.split() and line.split()[0] in ("native", "sandboxctl")}
+    assert set(rows) == {"native", "sandboxctl"}, cp.stdout
+    # trapped calls cost more than native ones: the loop really went through the Sentry
+    assert float(rows["sandboxctl"][2]) > float(rows["native"][2]), cp.stdout
+    m = re.search(r"one trapped file call .*: ([0-9.]+) us", cp.stdout)
+    assert m and float(m.group(1)) > 0, cp.stdout
