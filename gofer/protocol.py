@@ -28,6 +28,7 @@ import array
 import os
 import socket
 import struct
+import time
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -166,11 +167,43 @@ def decode_reply(body: memoryview, fd: int = -1) -> Reply:
 _FD_SPACE = socket.CMSG_SPACE(4 * 4)
 
 
-def recv_message(sock: socket.socket, buf: bytearray) -> tuple[memoryview, list[int], int]:
+_DONTWAIT = socket.MSG_DONTWAIT
+_monotonic = time.monotonic
+_yield = os.sched_yield
+
+
+def spin_window(seconds: float) -> float:
+    """`seconds` where busy-waiting can pay (this process may run on more than one CPU),
+    else 0: on one CPU the peer needs the CPU the spinner holds."""
+    try:
+        return seconds if len(os.sched_getaffinity(0)) > 1 else 0.0
+    except OSError:
+        return 0.0
+
+
+def recv_message(sock: socket.socket, buf: bytearray, spin: float = 0.0
+                 ) -> tuple[memoryview, list[int], int]:
     """One packet into `buf` (preallocated, MAX_MESSAGE bytes): (message, descriptors,
     msg_flags). The view is valid until the next call with the same buffer. Descriptors
-    beyond what fits are closed by the kernel (MSG_CTRUNC is set)."""
-    n, anc, flags, _ = sock.recvmsg_into([buf], _FD_SPACE)
+    beyond what fits are closed by the kernel (MSG_CTRUNC is set).
+
+    `spin`: poll without sleeping for up to that many seconds before blocking. A sleeping
+    peer on another CPU costs a cross-CPU wake-up (tens of microseconds on a virtual
+    machine, more than the request itself); a short busy wait avoids it."""
+    if spin > 0.0:
+        bufs = [buf]
+        end = _monotonic() + spin
+        while True:
+            try:
+                n, anc, flags, _ = sock.recvmsg_into(bufs, _FD_SPACE, _DONTWAIT)
+                break
+            except BlockingIOError:
+                _yield()  # the peer may share this CPU: let it run
+                if _monotonic() > end:
+                    n, anc, flags, _ = sock.recvmsg_into(bufs, _FD_SPACE)
+                    break
+    else:
+        n, anc, flags, _ = sock.recvmsg_into([buf], _FD_SPACE)
     fds: list[int] = []
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -188,6 +221,6 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-__all__ = ["recv_message", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
+__all__ = ["recv_message", "spin_window", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

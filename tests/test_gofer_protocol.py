@@ -165,3 +165,36 @@ def test_gofer_death_is_seen_by_the_client(gofer):
 
     with pytest.raises(GoferGone):
         client.call(Request(Op.PING))
+
+
+def test_recv_message_spins_then_sleeps():
+    """The busy-wait receive gets a packet sent during the spin window, and one sent after
+    it (then it has gone to sleep in a blocking receive); on one CPU it does not spin."""
+    import threading
+
+    from sandboxctl.gofer.protocol import MAX_MESSAGE, recv_message, spin_window
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    buf = bytearray(MAX_MESSAGE)
+    try:
+        threading.Timer(0.0001, lambda: a.send(b"soon")).start()
+        msg, fds, _ = recv_message(b, buf, 0.05)
+        assert bytes(msg) == b"soon" and fds == []
+        t0 = time.monotonic()
+        threading.Timer(0.05, lambda: a.send(b"late")).start()
+        msg, _, _ = recv_message(b, buf, 0.001)
+        assert bytes(msg) == b"late" and time.monotonic() - t0 >= 0.045
+        r, w = os.pipe()
+        socket.send_fds(a, [b"fd"], [r])
+        msg, fds, _ = recv_message(b, buf, 0.01)
+        assert bytes(msg) == b"fd" and len(fds) == 1
+        os.close(fds[0]); os.close(r); os.close(w)
+    finally:
+        a.close(); b.close()
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})
+        assert spin_window(0.001) == 0.0
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert spin_window(0.001) == (0.001 if len(cpus) > 1 else 0.0)
