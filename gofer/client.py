@@ -15,11 +15,12 @@ import socket
 import threading
 
 from .protocol import (MAX_MESSAGE, ProtocolError, Reply, Request, close_all, decode_header,
-                       decode_reply, encode_request, recv_message, spin_window)
+                       decode_reply, encode_request, recv_message, Spinner)
 
 # How long the Sentry polls for a reply before sleeping: a Gofer call takes tens of
 # microseconds; waking a sleeping thread on another CPU can cost as much again.
-REPLY_SPIN = 0.0005  # seconds
+REPLY_SPIN = 0.0002  # seconds
+REPLY_LATE = 0.00005  # a reply after this long: the Gofer was not running (busy CPU)
 
 
 class GoferGone(OSError):
@@ -34,7 +35,7 @@ class GoferClient:
         self._done: dict[int, Reply] = {}
         self._dead = False
         self._buf = bytearray(MAX_MESSAGE)  # used by the one reading thread at a time
-        self._spin = spin_window(REPLY_SPIN)
+        self._spinner = Spinner(REPLY_SPIN, REPLY_LATE)
 
     def call(self, req: Request, fds: list[int] | tuple[int, ...] = ()) -> Reply:
         """Send one request (with `fds` attached, not consumed) and wait for its reply.
@@ -79,7 +80,7 @@ class GoferClient:
     def _read_one(self) -> tuple[int, Reply] | None:
         while True:
             try:
-                msg, fds, _flags = recv_message(self.sock, self._buf, self._spin)
+                msg, fds, _flags = recv_message(self.sock, self._buf, self._spinner)
             except InterruptedError:
                 continue
             except OSError:

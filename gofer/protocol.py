@@ -167,41 +167,85 @@ def decode_reply(body: memoryview, fd: int = -1) -> Reply:
 _FD_SPACE = socket.CMSG_SPACE(4 * 4)
 
 
-_DONTWAIT = socket.MSG_DONTWAIT
+_DONTWAIT = int(socket.MSG_DONTWAIT)  # a plain int: enum flags cost ~1 us an operation
 _monotonic = time.monotonic
-_yield = os.sched_yield
 
 
-def spin_window(seconds: float) -> float:
-    """`seconds` where busy-waiting can pay (this process may run on more than one CPU),
-    else 0: on one CPU the peer needs the CPU the spinner holds."""
+class Spinner:
+    """Busy-waiting before a blocking receive, where it pays.
+
+    A sleeping peer on another CPU costs a cross-CPU wake-up per message (on a virtual
+    machine tens of microseconds, more than the request itself); polling for a short
+    window instead avoids it. It pays only while the answer comes quickly: on a busy
+    machine the peer may not be running, and the poller would only burn the CPU somebody
+    else needs (and lose the head start the scheduler gives a task it wakes). So a window
+    that ran out without a message, or a message that came late, makes the next
+    receives block at once, for a number of receives that doubles with every miss in a
+    row (up to MAX_SKIP); a message caught in time halves it. Never yields the
+    CPU while polling (sched_yield on a loaded CPU gives it away for a whole time slice).
+    No polling at all on one CPU (the peer needs the CPU the poller holds), or with
+    SANDBOXCTL_NO_SPIN=1 in the environment."""
+
+    MAX_SKIP = 4096
+
+    __slots__ = ("window", "late", "skip", "penalty", "caught", "missed")
+
+    def __init__(self, window: float, late: float | None = None) -> None:
+        self.window = window if _may_spin() else 0.0
+        # a message after this much polling counts as a miss too (default: half the window)
+        self.late = window / 2 if late is None else late
+        self.skip = 0  # receives left that block at once
+        self.penalty = 0  # the skip given after the next miss
+        self.caught = 0  # statistics, for tests and --debug
+        self.missed = 0
+
+    def recv(self, sock: socket.socket, bufs: list, anc: int) -> tuple:
+        if self.window <= 0.0:
+            return sock.recvmsg_into(bufs, anc)
+        if self.skip:
+            self.skip -= 1
+            return sock.recvmsg_into(bufs, anc)
+        start = _monotonic()
+        end = start + self.window
+        while True:
+            try:
+                got = sock.recvmsg_into(bufs, anc, _DONTWAIT)
+            except BlockingIOError:
+                if _monotonic() < end:
+                    continue
+                self.missed += 1
+                self.penalty = min(self.MAX_SKIP, self.penalty * 2 or 1)
+                self.skip = self.penalty
+                return sock.recvmsg_into(bufs, anc)
+            if _monotonic() - start > self.late:
+                # caught, but late: the peer was not running (a busy CPU), and a sleeper
+                # would have been woken ahead of the CPU's other work; count it a miss
+                self.missed += 1
+                self.penalty = min(self.MAX_SKIP, self.penalty * 2 or 1)
+                self.skip = self.penalty
+                return got
+            self.caught += 1
+            self.penalty >>= 1
+            return got
+
+
+def _may_spin() -> bool:
+    if os.environ.get("SANDBOXCTL_NO_SPIN"):
+        return False
     try:
-        return seconds if len(os.sched_getaffinity(0)) > 1 else 0.0
+        return len(os.sched_getaffinity(0)) > 1
     except OSError:
-        return 0.0
+        return False
 
 
-def recv_message(sock: socket.socket, buf: bytearray, spin: float = 0.0
+def recv_message(sock: socket.socket, buf: bytearray, spinner: Spinner | None = None
                  ) -> tuple[memoryview, list[int], int]:
     """One packet into `buf` (preallocated, MAX_MESSAGE bytes): (message, descriptors,
     msg_flags). The view is valid until the next call with the same buffer. Descriptors
-    beyond what fits are closed by the kernel (MSG_CTRUNC is set).
-
-    `spin`: poll without sleeping for up to that many seconds before blocking. A sleeping
-    peer on another CPU costs a cross-CPU wake-up (tens of microseconds on a virtual
-    machine, more than the request itself); a short busy wait avoids it."""
-    if spin > 0.0:
-        bufs = [buf]
-        end = _monotonic() + spin
-        while True:
-            try:
-                n, anc, flags, _ = sock.recvmsg_into(bufs, _FD_SPACE, _DONTWAIT)
-                break
-            except BlockingIOError:
-                _yield()  # the peer may share this CPU: let it run
-                if _monotonic() > end:
-                    n, anc, flags, _ = sock.recvmsg_into(bufs, _FD_SPACE)
-                    break
+    beyond what fits are closed by the kernel (MSG_CTRUNC is set). With a `spinner`, it
+    may poll briefly before blocking (see Spinner)."""
+    if spinner is not None:
+        n, anc, flags, _ = spinner.recv(sock, [buf], _FD_SPACE)
     else:
         n, anc, flags, _ = sock.recvmsg_into([buf], _FD_SPACE)
     fds: list[int] = []
@@ -221,6 +265,6 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-__all__ = ["recv_message", "spin_window", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
+__all__ = ["recv_message", "Spinner", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

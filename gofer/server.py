@@ -36,16 +36,17 @@ from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_S
 from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, OPEN_NO_WAIT, WOULD_BLOCK, Op,
                        ProtocolError, Reply, Request,
                        close_all, decode_header, decode_request, encode_reply, recv_message,
-                       spin_window)
+                       Spinner)
 
 _RESOLVE = gsys.RESOLVE_IN_ROOT | gsys.RESOLVE_NO_MAGICLINKS
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 _O_TMPFILE = 0o20200000
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # a plain int, not an enum flag
 _MAX_BLOCKING = 64  # concurrent blocking opens (FIFOs, ttys)
 # After a request, the Gofer polls for the next one this long before sleeping: file calls
 # come in bursts (an import, a directory walk), and a sleeping Gofer on another CPU costs a
 # cross-CPU wake-up per request (tens of microseconds on a virtual machine).
-REQUEST_SPIN = 0.0003  # seconds
+REQUEST_SPIN = 0.0002  # seconds
 
 
 class Refused(Exception):
@@ -620,17 +621,17 @@ class FileServer:
         """Serve until the peer closes. Opens that may block (FIFOs, devices) go to a
         thread of their own; malformed messages get EPROTO or are dropped."""
         buf = bytearray(MAX_MESSAGE)
-        spin = spin_window(REQUEST_SPIN)
+        spinner = Spinner(REQUEST_SPIN)
         while True:
             try:
-                msg, fds, msg_flags = recv_message(sock, buf, spin)
+                msg, fds, msg_flags = recv_message(sock, buf, spinner)
             except InterruptedError:
                 continue
             except OSError:
                 return
             if not msg and not fds and _hung_up(sock):
                 return  # peer closed (an empty packet reads the same: tell them apart)
-            if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) > MAX_FDS:
+            if msg_flags & _TRUNCATED or len(fds) > MAX_FDS:
                 close_all(fds)
                 continue
             try:

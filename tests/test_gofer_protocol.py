@@ -167,34 +167,47 @@ def test_gofer_death_is_seen_by_the_client(gofer):
         client.call(Request(Op.PING))
 
 
-def test_recv_message_spins_then_sleeps():
-    """The busy-wait receive gets a packet sent during the spin window, and one sent after
-    it (then it has gone to sleep in a blocking receive); on one CPU it does not spin."""
+def test_spinner_polls_then_sleeps_and_backs_off(monkeypatch):
+    """A packet sent while the receiver polls is caught there; one sent after the window
+    arrives through the blocking receive (a miss), after which the next receive does not
+    poll at all; a packet caught in time halves the back-off. Descriptors come through
+    either way. On one CPU, or with SANDBOXCTL_NO_SPIN, it never polls."""
     import threading
 
-    from sandboxctl.gofer.protocol import MAX_MESSAGE, recv_message, spin_window
+    from sandboxctl.gofer.protocol import MAX_MESSAGE, Spinner, recv_message
 
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("polling is off on one CPU")
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     buf = bytearray(MAX_MESSAGE)
+    sp = Spinner(0.2, late=0.15)
     try:
-        threading.Timer(0.0001, lambda: a.send(b"soon")).start()
-        msg, fds, _ = recv_message(b, buf, 0.05)
-        assert bytes(msg) == b"soon" and fds == []
+        threading.Timer(0.001, lambda: a.send(b"soon")).start()
+        msg, fds, _ = recv_message(b, buf, sp)
+        assert bytes(msg) == b"soon" and fds == [] and (sp.caught, sp.missed) == (1, 0)
         t0 = time.monotonic()
-        threading.Timer(0.05, lambda: a.send(b"late")).start()
-        msg, _, _ = recv_message(b, buf, 0.001)
-        assert bytes(msg) == b"late" and time.monotonic() - t0 >= 0.045
+        threading.Timer(0.4, lambda: a.send(b"late")).start()
+        msg, _, _ = recv_message(b, buf, sp)  # the window ends, then it sleeps
+        assert bytes(msg) == b"late" and time.monotonic() - t0 >= 0.35
+        assert (sp.caught, sp.missed, sp.skip, sp.penalty) == (1, 1, 1, 1)
+        a.send(b"skipped")  # the one receive that does not poll
+        assert bytes(recv_message(b, buf, sp)[0]) == b"skipped" and sp.skip == 0
         r, w = os.pipe()
         socket.send_fds(a, [b"fd"], [r])
-        msg, fds, _ = recv_message(b, buf, 0.01)
+        msg, fds, _ = recv_message(b, buf, sp)  # polled again, caught at once
         assert bytes(msg) == b"fd" and len(fds) == 1
-        os.close(fds[0]); os.close(r); os.close(w)
+        assert (sp.caught, sp.penalty) == (2, 0)
+        for fd in (fds[0], r, w):
+            os.close(fd)
     finally:
-        a.close(); b.close()
-    cpus = os.sched_getaffinity(0)
+        a.close()
+        b.close()
     try:
         os.sched_setaffinity(0, {min(cpus)})
-        assert spin_window(0.001) == 0.0
+        assert Spinner(0.001).window == 0.0
     finally:
         os.sched_setaffinity(0, cpus)
-    assert spin_window(0.001) == (0.001 if len(cpus) > 1 else 0.0)
+    assert Spinner(0.001).window == 0.001
+    monkeypatch.setenv("SANDBOXCTL_NO_SPIN", "1")
+    assert Spinner(0.001).window == 0.0
