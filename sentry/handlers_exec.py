@@ -1,16 +1,26 @@
 """execve/execveat: observed, recorded (path + argv), then CONTINUEd.
 
-This is the one kind of call the Sentry lets the kernel run after looking at it: the
-decision does not depend on what was read (the record is only a record), so a program
-that changes the path after the read gains nothing. The host filter (plus the Gofer's
-mounts) still decides whether the exec succeeds."""
+This is the one kind of call the Sentry lets the kernel run after looking at it: an
+allowing decision does not depend on what was read (the record is only a record), so a
+program that changes the path after the read gains nothing. The host filter (plus the
+kernel's mounts, where deny paths are hidden) still decides whether the exec succeeds.
+
+One exception, a refusal: an absolute path (or one relative to the root for execveat with
+an absolute name) that a `deny` rule of the profile names is refused here, with the rule's
+errno, as a file event naming the rule. Refusing on what was read is safe: a program that
+changes the bytes afterwards only gets refused for a path it did not mean. Paths the kernel
+resolves through symlinks or relative to the working directory are hidden by the kernel's
+layer alone (no event)."""
 
 from __future__ import annotations
 
+import errno as E
 import json
+import posixpath
 import struct
+from typing import Any
 
-from .call import Call, Continue, Decision, Memory, SentryContext
+from .call import Call, Continue, Decision, Errno, Memory, SentryContext
 from .dispatch_util import read_comm
 from .table import Entry
 
@@ -31,18 +41,60 @@ def _read_argv(mem: Memory, addr: int) -> list[str]:
     return argv
 
 
+def _deny_rules(ctx: SentryContext) -> Any:
+    rs = ctx.extra.get("exec-deny")
+    if rs is None:
+        from ..gofer.policy import RuleSet
+
+        rs = ctx.extra.setdefault("exec-deny", RuleSet.build(ctx.plan.gofer.deny))
+    return rs
+
+
+def _refuse_denied(ctx: SentryContext, call: Call, path: str) -> Decision | None:
+    """Errno for an absolute `path` that a deny rule names (and its event); else None."""
+    if not path.startswith("/") or not ctx.plan.gofer.deny:
+        return None
+    norm = posixpath.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    rules = _deny_rules(ctx)
+    i = rules.match(norm)
+    if i < 0:
+        return None
+    rule = rules.rules[i]
+    err = rule.errno or E.ENOENT
+    if ctx.plan.sentry.audit.file_access:
+        src = rule.source
+        ctx.event({
+            "pid": call.pid, "comm": read_comm(call.pid), "kind": "file",
+            "syscall": call.name, "nr": call.nr, "args": list(call.args), "path": norm,
+            "op": "exec", "action": "deny", "errno": err,
+            "errno_name": E.errorcode.get(err, str(err)),
+            "decoded": f"{call.name}({json.dumps(path)})", "reason": "deny",
+            "rule": None if src is None else {"file": src.file, "line": src.line,
+                                              "col": src.col, "text": src.text},
+        })
+    return Errno(err)
+
+
 def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
-    if not ctx.plan.sentry.audit.exec:
-        return Continue()
     if call.name == "execveat":
         path_addr, argv_addr = call.args[1], call.args[2]
     else:
         path_addr, argv_addr = call.args[0], call.args[1]
     path: str | None
     try:
-        path = mem.read_cstr(path_addr).decode(errors="replace")
+        path = mem.read_cstr(path_addr).decode("utf-8", "surrogateescape")
     except OSError:
         path = None
+    if path is not None:
+        refused = _refuse_denied(ctx, call, path)
+        if refused is not None:
+            return refused
+    if not ctx.plan.sentry.audit.exec:
+        return Continue()
+    if path is not None:
+        path = path.encode("utf-8", "surrogateescape").decode(errors="replace")
     try:
         argv = _read_argv(mem, argv_addr)
     except OSError:

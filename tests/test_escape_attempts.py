@@ -252,3 +252,35 @@ cat {d}/good.txt
     p = apply(env, platform, "sh", "-c", script)
     assert "LEAK" not in p.stdout and "SECRET" not in p.stdout, p.stdout
     assert p.stdout.strip().endswith("PUBLIC"), (p.stdout, p.stderr)
+
+
+def test_exec_of_a_denied_path_is_refused_with_its_rule(env, platform):
+    """execve of an absolute path a deny rule names: the Sentry refuses it (the rule's
+    errno) and records a file event with the rule, which `explain` shows."""
+    d = env["dir"]
+    script = d / "nope.sh"
+    prof = d / f"exec-{platform}.yaml"
+    if not script.exists():
+        script.write_text("#!/bin/sh\necho SECRET-RAN\n")
+        os.chmod(script, 0o755)
+    prof.write_text(f"""\
+apiVersion: sandboxctl/v1
+kind: SandboxProfile
+metadata: {{name: exec-deny}}
+extends: default
+filesystem:
+  deny: [{script}]
+""")
+    p = apply(env, platform, "env", str(script), profile=str(prof))
+    assert p.returncode == 127 and "SECRET-RAN" not in p.stdout, (p.stdout, p.stderr)
+    assert "No such file or directory" in p.stderr
+    evs = [ev for ev in latest_events(env) if ev.get("kind") == "file"]
+    assert len(evs) == 1, evs
+    ev = evs[0]
+    assert (ev["syscall"], ev["op"], ev["path"], ev["errno"]) == ("execve", "exec", str(script), 2)
+    assert ev["rule"]["line"] == 6 and ev["rule"]["file"] == str(prof)
+    e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(env["state"]))
+    x = subprocess.run([SANDBOXCTL, "explain"], capture_output=True, text=True, env=e, timeout=60)
+    assert x.returncode == 0 and f'execve("{script}")' in x.stdout and f"{prof}:6:" in x.stdout, x.stdout
+    # the script itself is unchanged and runs outside the sandbox
+    assert subprocess.run([str(script)], capture_output=True, text=True).stdout == "SECRET-RAN\n"
