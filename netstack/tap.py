@@ -67,8 +67,10 @@ def open_tap(netns_path: str, config: NetworkConfig, name: str = TAP_NAME) -> tu
             raise HostError("/dev/net/tun is missing; load the tun module (modprobe tun) "
                             "or use network mode none or passthrough.") from exc
         if isinstance(exc, PermissionError):
-            raise HostError(f"cannot set up the sandbox's TAP device ({exc}); netstack mode "
-                            "needs CAP_NET_ADMIN and CAP_SYS_ADMIN on the host.") from exc
+            raise HostError(f"cannot set up the sandbox's TAP device ({exc}): netstack mode "
+                            "needs CAP_NET_ADMIN and CAP_SYS_ADMIN on the host",
+                            hint="run sandboxctl as root, or use network mode none or "
+                                 "passthrough") from exc
         raise SandboxError(f"cannot set up the sandbox's TAP device: {exc}") from exc
     return result["fd"], result["mac"]
 

@@ -240,6 +240,39 @@ def test_rootless_same_guarantees(open_dir):
     assert r.stdout.split()[:2] == ["0", "4.4.0"]
 
 
+@pytest.mark.rootless
+def test_rootless_network_modes(open_dir):
+    """As an unprivileged user: `none` and `passthrough` work; `netstack` (its TAP device
+    is made from the host side) is refused in one sentence with the fix, leaving nothing."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to become nobody with setpriv)")
+    state = open_dir / "state"
+    state.mkdir()
+    os.chmod(state, 0o777)
+    def interfaces(text: str) -> list[str]:  # /proc/net/dev: two header lines, "name: ..."
+        return sorted(l.split(":")[0].strip() for l in text.splitlines()[2:] if ":" in l)
+
+    for mode in ("none", "passthrough"):
+        prof = write_profile(open_dir, f"network: {{mode: {mode}}}\n")
+        r = apply(prof, "cat", "/proc/net/dev", state=state, user=65534)
+        assert r.returncode == 0, (mode, r.stderr)
+        names = interfaces(r.stdout)
+        if mode == "none":
+            assert names == ["lo"], names
+        else:
+            with open("/proc/net/dev") as fh:
+                assert names == interfaces(fh.read()) and len(names) > 1, names
+    prof = write_profile(open_dir, "network: {mode: netstack}\n")
+    m, expr = _marker()
+    r = apply(prof, "sh", "-c", f"sleep {expr}", state=state, user=65534)
+    assert r.returncode == 1, r.stderr
+    err = [l for l in r.stderr.splitlines() if "warning" not in l]
+    assert err[0].startswith("sandboxctl: error: cannot set up the sandbox's TAP device"), err
+    assert "hint: run sandboxctl as root, or use network mode none or passthrough" in err[1]
+    assert "Traceback" not in r.stderr
+    assert wait_for(lambda: not procs_with(m), timeout=5)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for name in os.listdir("/proc"):
