@@ -929,93 +929,41 @@ def start_ptrace_sentry(plan: Any, child_pid: int, run: Any, gofer_sock: Any = N
     `child_pid` (retrying its execve in child_load_and_exec), confines itself and serves
     until the program exits. Returns supervisor.SentryHandle; the caller reaps the child
     as on seccomp-notify."""
-    import sys
-    import threading
-
-    from .supervisor import SentryHandle, _watch, pidfd_open
+    from .sentry_process import fork_sentry
+    from .supervisor import pidfd_open
 
     child_pidfd = pidfd_open(child_pid)
-    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the Sentry
-        code = 70
-        try:
-            os.close(stop_r)
-            os.close(stop_w)
-            code = _tracer_main(plan, child_pid, child_pidfd, run, gofer_sock, debug,
-                                strace, strace_syscalls)
-        finally:
-            os._exit(code)
-    spidfd = pidfd_open(pid)
-    handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
-    t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
-                         name="sentry-watch", daemon=True)
-    t.start()
-    handle._watcher = t
-    return handle
+    return fork_sentry(run, child_pidfd,
+                       lambda: _tracer_main(plan, child_pid, child_pidfd, run, gofer_sock, debug,
+                                            strace, strace_syscalls))
 
 
 def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
                  gofer_sock: Any, debug: bool, strace: str | None,
                  strace_syscalls: frozenset[str] | None) -> int:
-    import traceback
-
     from .call import SentryContext
     from .dispatch import Dispatcher
-    from .runs import EventWriter
-    from .supervisor import FAILED, pidfd_kill
+    from .sentry_process import (SentryOutput, ignore_terminal_signals, isolate_fds,
+                                 open_output, report_failure)
 
     t_start = time.time()
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
-    writer = None
-    log_fh = None
+    ignore_terminal_signals()
+    out: SentryOutput | None = None
     strace_log = None
     try:
         # Seize first: the child retries its execve until then (start-up latency).
         tracer = PtraceTracer()
         tracer.seize(child_pid)  # its execve stops here from now on (served by run())
         t_seized = time.time()
-        devnull = os.open("/dev/null", os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        keep = {0, 1, 2, child_pidfd}
-        if gofer_sock is not None:
-            keep.add(gofer_sock if isinstance(gofer_sock, int) else gofer_sock.fileno())
-        for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        writer = EventWriter(run.events_path, buffered=True)
-        if debug:
-            log_fh = open(run.log_path, "a", buffering=1)  # noqa: SIM115
+        isolate_fds(gofer_sock, child_pidfd)
+        out = open_output(run, debug)
         if strace is not None:
             from .strace import open_strace
 
             strace_log = open_strace(strace, str(run.dir), strace_syscalls)
-
-        def flush() -> None:
-            with lock:
-                writer.flush()
-            if log_fh is not None:
-                log_fh.flush()
-
-        import threading
-
-        lock = threading.Lock()  # blocking handlers emit from worker threads
-
-        def emit(ev: dict) -> None:
-            with lock:
-                writer.write(ev)
-
-        ctx = SentryContext(plan=plan, emit=emit, gofer_sock=gofer_sock,
-                            debug=(lambda m: log_fh.write(f"{time.time():.6f} {m}\n"))
-                            if log_fh is not None else None)
+        flush = out.flush
+        log = out.log
+        ctx = SentryContext(plan=plan, emit=out.emit, gofer_sock=gofer_sock, debug=log)
         dispatcher = Dispatcher(ctx)
         tracer.dispatch = dispatcher.dispatch
         tracer.on_kill = lambda call, k: flush()
@@ -1025,33 +973,26 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
         tracer.may_block = blocking.__contains__  # no Python call on the trap path
         tracer.set_strace(strace_log)
         confine_tracer()
-        if log_fh is not None:
-            log_fh.write(f"{t_start:.6f} ptrace sentry started\n")
-            log_fh.write(f"{t_seized:.6f} seized {child_pid}\n")
-            log_fh.write(f"{time.time():.6f} ptrace sentry pid={os.getpid()} tracing "
-                         f"{child_pid}; trapped={sorted(plan.trapped_numbers())}\n")
+        if log is not None:
+            log("ptrace sentry started", at=t_start)
+            log(f"seized {child_pid}", at=t_seized)
+            log(f"ptrace sentry pid={os.getpid()} tracing "
+                f"{child_pid}; trapped={sorted(plan.trapped_numbers())}")
         result = tracer.run()
-        if log_fh is not None:
-            log_fh.write(f"{time.time():.6f} program exited: {result}\n")
+        if log is not None:
+            log(f"program exited: {result}")
         return 0
     except BaseException as exc:  # noqa: BLE001
-        reason = f"the Sentry failed: {exc.__class__.__name__}: {exc}"
-        pidfd_kill(child_pidfd, signal.SIGKILL)  # never leave the program unserved
+        return report_failure(exc, run, child_pidfd, out)
+    finally:
+        if out is not None:
+            out.close()
+        stream = getattr(strace_log, "stream", None)
         try:
-            (run.dir / FAILED).write_text(reason + "\n")
-            if log_fh is not None:
-                log_fh.write(traceback.format_exc())
-            os.write(2, f"sandboxctl: {reason}\n".encode())
+            if stream is not None and stream is not getattr(__import__("sys"), "stderr"):
+                stream.close()
         except BaseException:  # noqa: BLE001
             pass
-        return 70
-    finally:
-        for fh in (writer, log_fh, getattr(strace_log, "stream", None)):
-            try:
-                if fh is not None and fh is not getattr(__import__("sys"), "stderr"):
-                    fh.close()
-            except BaseException:  # noqa: BLE001
-                pass
 
 
 def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
@@ -1060,47 +1001,23 @@ def run_direct_ptrace(plan: Any, argv: list[str] | tuple[str, ...],
                       stderr: int | None = None, strace: str | None = None,
                       strace_syscalls: frozenset[str] | None = None) -> Any:
     """sentry.direct.run_direct on platform ptrace, with `--strace` options."""
-    import sys
-
     from .confine import drop_capabilities
-    from .direct import DirectResult
-    from .runs import new_run
+    from .direct import fork_program, wait_program
 
-    env = dict(os.environ if env is None else env)
-    run = new_run(plan, list(argv))
-    r, w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL
-            for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-                if fd is not None:
-                    os.dup2(fd, target)
-            drop_capabilities()
-            _no_new_privs()
-            child_load_and_exec(plan, argv, env, w)
-        finally:
-            os._exit(126)
-    os.close(w)
+    def exec_program(env: dict[str, str], report_w: int) -> None:
+        drop_capabilities()
+        _no_new_privs()
+        child_load_and_exec(plan, argv, env, report_w)
+
+    run, pid, r = fork_program(plan, argv, env, exec_program, stdin=stdin, stdout=stdout,
+                               stderr=stderr)
     reported = os.read(r, 64)
     os.close(r)
     handle = None
     if reported.strip():
         handle = start_ptrace_sentry(plan, pid, run, debug=debug, strace=strace,
                                      strace_syscalls=strace_syscalls)
-    _, status = os.waitpid(pid, 0)
-    failed = None
-    if handle is not None:
-        handle.wait()
-        failed = handle.failed()
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    run.finish(code, sig)
-    return DirectResult(run, code, sig, failed)
+    return wait_program(run, pid, handle)
 
 
 __all__ = ["PtraceTracer", "TraceResult", "ProcMemory", "spawn_traced", "wait_for_tracer",

@@ -22,16 +22,14 @@ import errno as _errno
 import os
 import select
 import signal
-import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.errors import HostError, SandboxError
 from ..engine.plan import Plan
-from .runs import EventWriter, RunRecord
+from .runs import RunRecord
 
 NR_PIDFD_SEND_SIGNAL = 424
 NR_PIDFD_OPEN = 434
@@ -176,24 +174,11 @@ class SentryHandle:
             self._watcher.join(timeout=1)
 
 
-def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
-    """If the Sentry dies first, the sandbox dies with it."""
-    try:
-        r, _, _ = select.select([sentry_pidfd, stop_r], [], [])
-        pidfd_kill(child_pidfd, signal.SIGKILL)  # harmless once the child is gone
-    finally:
-        for fd in (stop_r, child_pidfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def warm() -> None:
     """Import everything the Sentry will need (handler families included). The launcher
     may call this while the sandboxed child sets itself up; start_sentry calls it anyway,
     so the forked Sentry starts serving without importing anything."""
-    from . import dispatch, platform_notify  # noqa: F401
+    from . import dispatch, platform_notify, sentry_process  # noqa: F401
     from .table import load_table
 
     load_table()
@@ -221,27 +206,13 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
     except BaseException:
         os.close(child_pidfd)
         raise
-    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the Sentry
-        code = 70
-        try:
-            os.close(stop_r)
-            os.close(stop_w)
-            code = _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug,
-                                strace=strace, strace_syscalls=strace_syscalls)
-        finally:
-            os._exit(code)
-    os.close(listener)
-    spidfd = pidfd_open(pid)
-    handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
-    t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
-                         name="sentry-watch", daemon=True)
-    t.start()
-    handle._watcher = t
-    return handle
+    from .sentry_process import fork_sentry
+
+    # the listener is the Sentry's alone: closed here once it is forked
+    return fork_sentry(run, child_pidfd,
+                       lambda: _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug,
+                                            strace=strace, strace_syscalls=strace_syscalls),
+                       parent_closes=(listener,))
 
 
 # -- inside the Sentry process ----------------------------------------------------------
@@ -250,60 +221,32 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
                  debug: bool,
                  strace: str | None = None, strace_syscalls: frozenset[str] | None = None) -> int:
+    from .sentry_process import (SentryOutput, ignore_terminal_signals, isolate_fds,
+                                 open_output, report_failure)
+
     # The supervisor's signal set-up (wakeup fd, relay handlers, blocked mask) is not ours.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH, signal.SIGCHLD, signal.SIGUSR2,
                 signal.SIGCONT, signal.SIGALRM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
+    ignore_terminal_signals()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])  # SIGUSR1 ends the loop's RECV
-    log_fh = None
-    writer: EventWriter | None = None
+    out: SentryOutput | None = None
     try:
         from .call import SentryContext
         from .confine import confine
         from .dispatch import Dispatcher
         from .platform_notify import NotifyLoop, Responder, notif_sizes
 
-        devnull = os.open("/dev/null", os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        keep = {0, 1, 2, listener, child_pidfd}
-        if gofer_sock is not None and hasattr(gofer_sock, "fileno"):
-            keep.add(gofer_sock.fileno())
-        elif isinstance(gofer_sock, int):
-            keep.add(gofer_sock)
-        for fd in _open_fds():
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        writer = EventWriter(run.events_path, buffered=True)
-        if debug:
-            log_fh = open(run.log_path, "a", buffering=1)
-        lock = threading.Lock()
+        isolate_fds(gofer_sock, listener, child_pidfd)
+        out = open_output(run, debug)
+        flush = out.flush
+        log = out.log
 
-        def emit(ev: dict[str, Any]) -> None:
-            with lock:
-                writer.write(ev)
-
-        def flush() -> None:
-            with lock:
-                writer.flush()
-                if log_fh is not None:
-                    log_fh.flush()
-
-        def log(msg: str) -> None:
-            log_fh.write(f"{time.time():.6f} {msg}\n")  # type: ignore[union-attr]
-
-        def on_kill(call, k) -> None:
+        def on_kill(call: Any, k: Any) -> None:
             flush()
 
-        ctx = SentryContext(plan=plan, emit=emit, gofer_sock=gofer_sock,
-                            debug=log if debug else None)
+        ctx = SentryContext(plan=plan, emit=out.emit, gofer_sock=gofer_sock, debug=log)
         dispatcher = Dispatcher(ctx)
         if strace is not None:  # --strace: the calls that reach the Sentry (sentry/strace.py)
             from .strace import StracingDispatcher, open_strace
@@ -312,43 +255,25 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
                                                                     strace_syscalls))
         blocking = any(s is not None and s.may_block for s in dispatcher.slots)
         loop = NotifyLoop(listener, dispatcher, workers=4 if blocking else 0, flush=flush,
-                          on_kill=on_kill, log=log if debug else None)
+                          on_kill=on_kill, log=log)
         r = Responder(listener, notif_sizes())
-        if debug:
+        if log is not None:
             log(f"sentry pid={os.getpid()} uid={os.geteuid()} trapped="
                 f"{sorted(plan.trapped_numbers())} workers={loop.nworkers} "
                 f"sync_wakeup={loop.sync_wakeup}")
         loop.start_workers()
         confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD))
-        if debug:
+        if log is not None:
             log("confined; serving")
         loop.run()
-        if debug:
+        if log is not None:
             log(f"no sandboxed task left; served {loop.served} calls")
         return 0
     except BaseException as exc:
-        reason = f"the Sentry failed: {exc.__class__.__name__}: {exc}"
-        pidfd_kill(child_pidfd, signal.SIGKILL)  # never leave the program unserved
-        try:
-            (run.dir / FAILED).write_text(reason + "\n")
-            if log_fh is not None:
-                log_fh.write(traceback.format_exc())
-            os.write(2, f"sandboxctl: {reason}\n".encode())
-        except BaseException:
-            pass
-        return 70
+        return report_failure(exc, run, child_pidfd, out)
     finally:
-        try:
-            if writer is not None:
-                writer.close()
-            if log_fh is not None:
-                log_fh.close()
-        except BaseException:
-            pass
-
-
-def _open_fds() -> list[int]:
-    return [int(n) for n in os.listdir("/proc/self/fd")]
+        if out is not None:
+            out.close()
 
 
 __all__ = ["start_sentry", "warm", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",

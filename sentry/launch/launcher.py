@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 
 from ...engine.errors import HostError, SandboxctlError, SandboxError
 from ...engine.plan import Plan
+from ..forking import close_fds_except, fork_flushed
 from . import caps, cgroup, kernel, mnt, rlimits, uts
 from .net import loopback_up
 from . import signals as sigs
@@ -201,12 +202,7 @@ def _init(s: _ChildSetup) -> NoReturn:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        for fd in _open_fds():
-            if fd > 2 and fd != s.status_w:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds_except({0, 1, 2, s.status_w})
         caps.drop_to(())
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
@@ -249,13 +245,7 @@ def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
             attach_in_child(slave)
         else:
             os.setsid()
-        keep = {0, 1, 2, s.report_w, s.err_w}
-        for fd in _open_fds():
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds_except({0, 1, 2, s.report_w, s.err_w})
         try:
             os.chdir(plan.launch.cwd)
         except OSError as exc:
@@ -293,10 +283,6 @@ def _rmtree_force(path: str) -> None:
         shutil.rmtree(path, onerror=fix)
         if not os.path.lexists(path):
             return
-
-
-def _open_fds() -> list[int]:
-    return [int(n) for n in os.listdir("/proc/self/fd")]
 
 
 # -- the supervisor ------------------------------------------------------------------
@@ -466,9 +452,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
         cg_w=cg_w, go_r=go_r, cgroup_dirs=tuple(cg.dirs))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    keeper = os.fork()
+    keeper = fork_flushed()
     if keeper == 0:
         try:
             os.close(err_r)
