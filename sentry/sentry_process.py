@@ -48,6 +48,7 @@ def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int]
     if pid == 0:  # the Sentry
         code = EXIT_FAILED
         try:
+            _drop_signal_relay()
             os.close(stop_r)
             os.close(stop_w)
             code = sentry_main()
@@ -62,6 +63,16 @@ def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int]
     t.start()
     handle._watcher = t
     return handle
+
+
+def _drop_signal_relay() -> None:
+    """The supervisor's signal relay (launch/signals.py: handlers writing to its wakeup
+    fd) is not the Sentry's: signals sent to the Sentry take their default action."""
+    from .launch.signals import FORWARDED
+
+    signal.set_wakeup_fd(-1)
+    for sig in (*FORWARDED, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:

@@ -37,7 +37,7 @@ except ConnectionRefusedError:
         assert (e["dest"], e["port"], e["protocol"], e["rule"]) == ("127.0.0.1", other.port, "tcp", None)
         # the rule that named the address but not the port, and the network section
         assert e["near"]["line"] == 12 and e["default"]["line"] == 30
-        assert handle.stats()["tcp_connections"] == 0
+        assert wait_for(lambda: handle.stats()["tcp_connections"] == 0)  # both closed by now
     echo.close(), other.close()
 
 

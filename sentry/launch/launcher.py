@@ -534,6 +534,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     if error is not None:
         raise error
     sentry = None
+    sp: sigs.SignalPipe | None = None
     handles: list[Any] = []
     if report is not None:
         listener_fdnum, child_pid = report
@@ -562,6 +563,12 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                       "build; the sandbox has loopback only", file=sys.stderr)
         from ..supervisor import start_sentry
 
+        # The program runs as soon as the Sentry serves its execve: from then on a signal
+        # to sandboxctl is the program's. So the relay is installed before the Sentry's
+        # fork (the Sentry resets it in its child, see sentry_process.fork_sentry); the
+        # Gofer and the netstack, forked above, never see it.
+        sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
+        session.on_close(sp.close)
         sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec, gofer_sock=gofer_sock,
                               debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
@@ -574,10 +581,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         program_fd = None
 
     # 2. supervise: relay the pty, forward signals, wait for the program's status.
-    # (Installed only now: the Sentry and the Gofer are forks of this process and must
-    # not inherit the wakeup fd. A signal before this point ends the set-up instead.)
-    sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
-    session.on_close(sp.close)
+    # (The relay is installed once the Gofer and the netstack are forked, which must not
+    # inherit its wakeup fd: a signal before that ends the set-up instead.)
+    if sp is None:  # the program ended before it loaded its filter: no Sentry was started
+        sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
+        session.on_close(sp.close)
     if pty is not None:
         pty.raw()
         session.on_close(pty.restore)
