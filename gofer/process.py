@@ -23,6 +23,7 @@ process when the Gofer is gone).
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -90,6 +91,9 @@ def start_gofer(plan: Plan, child_pid: int) -> tuple[GoferHandle, socket.socket]
     if pid == 0:
         code = 1
         try:
+            # What this process held before the fork is not the Gofer's: the collector
+            # must never run its finalizers here, under the Gofer's seccomp filter.
+            gc.freeze()
             sentry_end.close()
             os.close(ready_r)
             _gofer_main(plan, policy, child_pid, gofer_end, ready_w)
