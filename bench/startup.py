@@ -55,6 +55,8 @@ def main() -> int:
         "native": [true],
         "sandboxctl (profile)": [*sandboxctl.split(), "apply", args.profile, "--", "true"],
         "sandboxctl (plan.json)": [*sandboxctl.split(), "apply", plan_json, "--", "true"],
+        "sandboxctl ptrace": [*sandboxctl.split(), "apply", "--platform", "ptrace",
+                              args.profile, "--", "true"],
     }
     # The development venv installs sandboxctl editable: `site` then imports a finder
     # (pathlib, re, fnmatch: ~15-18 ms of every start). A regular install has none; this
@@ -96,6 +98,8 @@ def main() -> int:
         rj = med["sandboxctl (plan.json)"] / med["runsc ptrace"]
         print(f"\nsandboxctl / runsc: {r:.2f}x with a profile, {rj:.2f}x with a compiled plan "
               f"(target <= 0.40x: {'met' if min(r, rj) <= 0.4 else 'NOT met'})")
+        rp = med["sandboxctl ptrace"] / med["runsc ptrace"]
+        print(f"sandboxctl ptrace / runsc ptrace: {rp:.2f}x (platform against platform)")
     return 0
 
 

@@ -121,6 +121,10 @@ def test_documented_bench_command():
     ratio = [l for l in p.stdout.splitlines() if l.startswith("allowed-call ratio sandboxctl/native")]
     assert ratio and float(ratio[0].split(":")[1].split()[0]) < 3  # loose: CI machines are noisy
     assert "trapped call: sandboxctl" in p.stdout
+    # the ptrace platform side by side (issue 7)
+    pt = [l for l in p.stdout.splitlines() if l.startswith("allowed-call ratio sandboxctl ptrace/")]
+    assert pt and float(pt[0].split(":")[1].split()[0]) < 3
+    assert any(l.startswith("sandboxctl ptrace ") for l in p.stdout.splitlines()), p.stdout
 
 
 def test_ps_on_a_terminal_never_cuts_the_run_id(runs):

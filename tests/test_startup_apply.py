@@ -100,7 +100,7 @@ def test_documented_startup_benchmark_runs() -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     for row in ("native", "sandboxctl (profile)", "sandboxctl (plan.json)",
-                "sandboxctl (no editable finder)"):
+                "sandboxctl (no editable finder)", "sandboxctl ptrace"):
         line = next((l for l in r.stdout.splitlines() if l.startswith(row + " ")), None)
         assert line is not None, r.stdout
         assert float(line[len(row):].split()[0]) > 0
