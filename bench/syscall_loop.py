@@ -26,11 +26,6 @@ import subprocess
 import sys
 import tempfile
 
-# bench/ptrace.py is a neighbour of this file: keep this folder off sys.path, or
-# `import ptrace` (python-ptrace, which the ptrace Sentry uses) would find that script.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
 LOOP_C = r"""
 #include <fcntl.h>
 #include <stdio.h>

@@ -12,8 +12,8 @@ Two measurements (bench/syscall_loop.py's C loop program; it times its own loop)
              as is, and on one CPU (`taskset -c N`, the Sentry and the program share
              that CPU: a stop hands the CPU straight to the tracer, no cross-CPU wake-up)
 
-    python bench/ptrace.py                    # 1,000,000 reads, 20,000 unames, n=9
-    python bench/ptrace.py --count 200000 --no-runsc -n 5
+    python bench/ptrace_platform.py                    # 1,000,000 reads, 20,000 unames, n=9
+    python bench/ptrace_platform.py --count 200000 --no-runsc -n 5
 
 Targets (issue 7): allowed-call loop within 1.2x of native; the trapped-call cost in
 microseconds and below runsc's ptrace per-call cost. Run as root (runsc do needs it).
@@ -33,9 +33,6 @@ from pathlib import Path
 from typing import Callable
 
 HERE = Path(__file__).resolve().parent
-# This file is named ptrace.py: keep its folder off sys.path, or `import ptrace` (python-
-# ptrace, which the Sentry uses) would find this script instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
 def _load_loop_module():
