@@ -139,15 +139,32 @@ class MemIO:
 
 class ProcessMemory:
     """Memory of task `pid` via process_vm_readv/writev. `touched` says whether any read
-    happened (then the platform re-checks the notification id before acting)."""
+    happened.
 
-    __slots__ = ("pid", "touched", "io", "may_defer")
+    process_vm_* name the task by pid, which the kernel could hand to another process if
+    the caller died meanwhile. So with `id_valid` (the notification's SECCOMP_IOCTL_NOTIF_
+    ID_VALID), the first read is followed, and the first write preceded, by a check that
+    the caller still waits in this call (seccomp_unotify(2): after reading the target's
+    memory, before acting on it); a caller that is gone raises OSError(ESRCH), which
+    handlers answer as a fault. `checked` then spares the platform a second check."""
 
-    def __init__(self, pid: int, io: MemIO | None = None, may_defer: bool = False) -> None:
+    __slots__ = ("pid", "touched", "io", "may_defer", "nid", "id_valid", "checked")
+
+    def __init__(self, pid: int, io: MemIO | None = None, may_defer: bool = False,
+                 nid: int = 0, id_valid: Callable[[int], bool] | None = None) -> None:
         self.pid = pid
         self.touched = False
         self.io = io if io is not None else MemIO()
         self.may_defer = may_defer  # the handler may raise Deferred (loop thread, workers)
+        self.nid = nid
+        self.id_valid = id_valid
+        self.checked = False
+
+    def _confirm(self) -> None:
+        if self.id_valid is not None and not self.checked:
+            self.checked = True
+            if not self.id_valid(self.nid):
+                raise OSError(_errno.ESRCH, "the caller is gone")
 
     def read(self, addr: int, size: int) -> bytes:
         self.touched = True
@@ -163,6 +180,7 @@ class ProcessMemory:
             out += ctypes.string_at(io.base, n)
             addr += n
             size -= n
+        self._confirm()
         return out
 
     def read_cstr(self, addr: int, limit: int = 4096) -> bytes:
@@ -178,12 +196,15 @@ class ProcessMemory:
             data = ctypes.string_at(io.base, n)
             i = data.find(b"\0")
             if i >= 0:
+                self._confirm()
                 return out + data[:i]
             out += data
             addr += n
+        self._confirm()
         raise OSError(_errno.ENAMETOOLONG, "string longer than the limit")
 
     def write(self, addr: int, data: bytes) -> None:
+        self._confirm()
         io = self.io
         size = len(data)
         if size <= SCRATCH:  # the usual case: one copy, one call
@@ -233,7 +254,7 @@ class Responder:
 
     def apply(self, nid: int, call: Call, mem: ProcessMemory, d: Decision,
               on_kill: Callable[[Call, Kill], None]) -> None:
-        if mem.touched and not self.id_valid(nid):
+        if mem.touched and not mem.checked and not self.id_valid(nid):
             return  # the caller is gone; nothing to answer
         cls = d.__class__
         if cls is Return:
@@ -244,7 +265,7 @@ class Responder:
             self.send(nid, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         elif cls is Kill:
             on_kill(call, d)  # type: ignore[arg-type]
-            if not mem.touched and not self.id_valid(nid):
+            if not self.id_valid(nid):
                 return  # gone already; its pid may belong to someone else by now
             try:
                 os.kill(call.pid, signal.SIGKILL)  # a thread id kills its whole group
@@ -382,7 +403,7 @@ class NotifyLoop:
 
     def _serve_one(self, responder: Responder, nid: int, call: Call, slot,
                    may_defer: bool = False) -> None:
-        mem = ProcessMemory(call.pid, responder.io, may_defer)
+        mem = ProcessMemory(call.pid, responder.io, may_defer, nid, responder.id_valid)
         try:
             d = self.dispatcher.dispatch(call, mem, slot)
         except Deferred as dfr:  # would block: a worker finishes it

@@ -8,6 +8,8 @@ import os
 import socket
 import struct
 
+import pytest
+
 from sandboxctl.sentry.decode import decode, errno_name, open_flags, syscall_name
 from sandboxctl.sentry.platform_notify import ProcessMemory
 
@@ -59,3 +61,36 @@ def test_names():
     assert syscall_name(63) == "uname" and syscall_name(272) == "unshare"
     assert syscall_name(9999) == "syscall_9999"
     assert errno_name(1) == "EPERM" and errno_name(13) == "EACCES"
+
+
+def test_memory_checks_the_notification_before_acting():
+    """With the notification's ID_VALID check: the first read is followed by it, the
+    first write preceded by it, once per notification; a caller that is gone makes the
+    read fail (ESRCH) and the write never happen."""
+    import ctypes
+    import errno
+
+    asked: list[int] = []
+    valid = [True]
+
+    def id_valid(nid: int) -> bool:
+        asked.append(nid)
+        return valid[0]
+
+    buf = ctypes.create_string_buffer(b"/etc/passwd\0" + b"\0" * 20)
+    addr = ctypes.addressof(buf)
+    mem = ProcessMemory(os.getpid(), nid=7, id_valid=id_valid)
+    assert mem.read_cstr(addr) == b"/etc/passwd" and asked == [7] and mem.checked
+    mem.read(addr, 4)
+    mem.write(addr + 12, b"ok")
+    assert asked == [7] and buf.raw[12:14] == b"ok"  # checked once
+
+    valid[0] = False
+    gone = ProcessMemory(os.getpid(), nid=8, id_valid=id_valid)
+    with pytest.raises(OSError) as e:
+        gone.read_cstr(addr)
+    assert e.value.errno == errno.ESRCH
+    gone = ProcessMemory(os.getpid(), nid=9, id_valid=id_valid)
+    with pytest.raises(OSError):
+        gone.write(addr, b"XX")
+    assert buf.raw[:2] == b"/e" and asked == [7, 8, 9]  # nothing written
