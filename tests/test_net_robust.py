@@ -144,7 +144,7 @@ subprocess.run(["ip", "link", "set", "eth0", "down"], check=True)
 """)
         assert wait_for(lambda: ended, timeout=15)
         assert ended[0] in ("ConnectionResetError", "BrokenPipeError")
-        assert h.stats()["tcp_connections"] == 0
+        assert wait_for(lambda: h.stats()["tcp_connections"] == 0)
     finally:
         h.close()
         ns.close()
@@ -250,6 +250,7 @@ try:
     T._inject(ns, "synflood", 600, {echo.port})
     wait_for(lambda: h.stats()["tcp_connections"] == 0, timeout=10)
     ok = ns.py(T.CHECK.format(port={echo.port})).stdout.split()
+    wait_for(lambda: h.stats()["tcp_connections"] == 0, timeout=10)  # the check's, closing
     print(json.dumps({{"stats": h.stats(), "alive": h.alive(), "check": ok}}))
 finally:
     h.close(); ns.close()
