@@ -10,7 +10,10 @@ real namespaces, the real host filter, the Sentry and the Gofer.
   too: this is the whole sandbox's answer; the Sentry's own rule against CONTINUE after a
   memory read is tested in test_sentry_supervisor.py);
 - magic links (/proc/self/root, /proc/1/root, /proc/self/fd/N of a directory) and
-  symlinks planted by the program do not lead to a denied file.
+  symlinks planted by the program do not lead to a denied file;
+- an exec of a denied path is refused with its rule;
+- no descriptor of the runtime (notification fd, Gofer socket, TAP, logs) reaches the
+  program, with the Gofer and the netstack running.
 """
 
 from __future__ import annotations
@@ -284,3 +287,27 @@ filesystem:
     assert x.returncode == 0 and f'execve("{script}")' in x.stdout and f"{prof}:6:" in x.stdout, x.stdout
     # the script itself is unchanged and runs outside the sandbox
     assert subprocess.run([str(script)], capture_output=True, text=True).stdout == "SECRET-RAN\n"
+
+
+@pytest.mark.parametrize("mode", ["none", "netstack"])
+def test_no_runtime_descriptor_reaches_the_program(env, platform, mode):
+    """With the Gofer (default mediation) and, for netstack, the TAP device and the DNS
+    forwarder running: the program holds exactly stdin, stdout and stderr."""
+    prof = env["dir"] / f"fds-{platform}-{mode}.yaml"
+    prof.write_text(f"""\
+apiVersion: sandboxctl/v1
+kind: SandboxProfile
+metadata: {{name: fds}}
+extends: default
+network: {{mode: {mode}}}
+""")
+    p = apply(env, platform, "sh", "-c", "ls -l /proc/$$/fd; echo --; ls /proc/self/fd",
+              profile=str(prof))
+    assert p.returncode == 0, p.stderr
+    listing, _, selfs = p.stdout.partition("--\n")
+    fds = sorted(int(line.split()[8]) for line in listing.splitlines()[1:])
+    assert fds == [0, 1, 2], listing
+    # ls itself (a child, after exec) sees 0-2 plus the directory it reads
+    assert sorted(int(x) for x in selfs.split()) == [0, 1, 2, 3], selfs
+    for word in ("seccomp", "socket:", "tun", "pidfd", "sandboxctl"):
+        assert word not in listing, listing
