@@ -14,14 +14,12 @@ layer alone (no event)."""
 
 from __future__ import annotations
 
-import errno as E
 import json
-import posixpath
 import struct
-from typing import Any
 
-from .call import Call, Continue, Decision, Errno, Memory, SentryContext
+from .call import Call, Continue, Decision, Memory, SentryContext
 from .dispatch_util import read_comm
+from .path_rules import refusal
 from .table import Entry
 
 _MAX_ARGV = 64
@@ -41,42 +39,6 @@ def _read_argv(mem: Memory, addr: int) -> list[str]:
     return argv
 
 
-def _deny_rules(ctx: SentryContext) -> Any:
-    rs = ctx.extra.get("exec-deny")
-    if rs is None:
-        from ..gofer.policy import RuleSet
-
-        rs = ctx.extra.setdefault("exec-deny", RuleSet.build(ctx.plan.gofer.deny))
-    return rs
-
-
-def _refuse_denied(ctx: SentryContext, call: Call, path: str) -> Decision | None:
-    """Errno for an absolute `path` that a deny rule names (and its event); else None."""
-    if not path.startswith("/") or not ctx.plan.gofer.deny:
-        return None
-    norm = posixpath.normpath(path)
-    if norm.startswith("//"):
-        norm = "/" + norm.lstrip("/")
-    rules = _deny_rules(ctx)
-    i = rules.match(norm)
-    if i < 0:
-        return None
-    rule = rules.rules[i]
-    err = rule.errno or E.ENOENT
-    if ctx.plan.sentry.audit.file_access:
-        src = rule.source
-        ctx.event({
-            "pid": call.pid, "comm": read_comm(call.pid), "kind": "file",
-            "syscall": call.name, "nr": call.nr, "args": list(call.args), "path": norm,
-            "op": "exec", "action": "deny", "errno": err,
-            "errno_name": E.errorcode.get(err, str(err)),
-            "decoded": f"{call.name}({json.dumps(path)})", "reason": "deny",
-            "rule": None if src is None else {"file": src.file, "line": src.line,
-                                              "col": src.col, "text": src.text},
-        })
-    return Errno(err)
-
-
 def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     if call.name == "execveat":
         path_addr, argv_addr = call.args[1], call.args[2]
@@ -88,7 +50,7 @@ def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
     except OSError:
         path = None
     if path is not None:
-        refused = _refuse_denied(ctx, call, path)
+        refused = refusal(ctx, call, path, write=False, op="exec")
         if refused is not None:
             return refused
     if not ctx.plan.sentry.audit.exec:
