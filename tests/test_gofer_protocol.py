@@ -211,3 +211,28 @@ def test_spinner_polls_then_sleeps_and_backs_off(monkeypatch):
     assert Spinner(0.001).window == 0.001
     monkeypatch.setenv("SANDBOXCTL_NO_SPIN", "1")
     assert Spinner(0.001).window == 0.0
+
+
+def test_a_gofer_that_cannot_start_is_one_clear_error():
+    """The sandbox process is gone before the Gofer joins its namespaces: start_gofer
+    says so in one sentence with a hint, and leaves no process behind."""
+    from sandboxctl.engine.errors import SandboxError
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # a pid that no longer exists
+    before = set(os.listdir("/proc"))
+    with pytest.raises(SandboxError) as e:
+        start_gofer(make_plan(), pid)
+    msg = str(e.value)
+    assert msg.startswith("the Gofer could not start: ") and "\n" not in msg, msg
+    assert e.value.hint and "openat2" in e.value.hint
+    time.sleep(0.1)
+    children = [p for p in set(os.listdir("/proc")) - before if p.isdigit()]
+    for p in children:
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                assert int(fh.read().rsplit(")", 1)[1].split()[1]) != os.getpid(), p
+        except FileNotFoundError:
+            pass
