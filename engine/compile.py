@@ -37,9 +37,6 @@ from .plan import (
 SECTIONS = ("allow", "deny", "kill", "log")
 ALWAYS_DENIED = ("sethostname", "setdomainname")
 EXEC_CALLS = ("execve", "execveat")
-# Calls naming an AF_UNIX path the kernel resolves: trapped (sentry/handlers_unix.py) when
-# the profile has path rules, so a path a rule names is refused with an event.
-UNIX_PATH_CALLS = ("bind", "connect")
 _U64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -104,10 +101,6 @@ def compile_builtin(name: str, *, overrides: Mapping[str, Any] | None = None) ->
 def _val(root: Node, *path: str, default: Any = None) -> Any:
     n = root.at(*path)
     return default if n is None or n.value is None else n.value
-
-
-def _node_len(node: Node | None) -> int:
-    return len(node.seq()) if node is not None else 0
 
 
 def _loc_of(root: Node, *paths: tuple[str, ...]) -> Source:
@@ -224,11 +217,8 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
     def implicit(name: str, src: Source) -> Entry:
         return Entry(name, "allow", 0, (), -1, False, -1, src)
 
-    path_rules = any(_node_len(root.at("filesystem", k)) for k in ("deny", "readonly"))
-    unix_calls = set(UNIX_PATH_CALLS) if path_rules else set()
     rules: list[SyscallRule] = []
-    names = (set(deciding) | mediated | {"uname"} | set(EXEC_CALLS) | set(ALWAYS_DENIED)
-             | unix_calls)
+    names = set(deciding) | mediated | {"uname"} | set(EXEC_CALLS) | set(ALWAYS_DENIED)
     for name in names:
         es = deciding.get(name, [])
         # Special calls below get an implicit last rule unless an entry without argument
@@ -252,18 +242,6 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
             rules.extend(audited(_rule(e)) for e in es)
             rules.append(audited(_rule(Entry(name, "deny", constants.errno_value("EPERM") or 1,
                                              (), -1, False, -1, src))))
-        elif name in unix_calls:
-            # Allowed as the profile says; where allowed, trapped so the Sentry can refuse
-            # a path a rule names (and leave everything else to the kernel).
-            src = _loc_of(root, ("filesystem", "deny"), ("filesystem", "readonly"),
-                          ("filesystem",))
-            # (A `log` entry or default keeps recording every call instead: a learning
-            # run must see them all.)
-            if not has_fallback and d_action == "allow":
-                es = es + [implicit(name, src)]
-            for e in es:
-                rules.append(_rule(e, action="allow", trap=True, handler="unix_path")
-                             if e.action == "allow" else audited(_rule(e)))
         elif name in mediated:
             src = _loc_of(root, ("filesystem", "mediation"), ("filesystem",), ("metadata",))
             if not has_fallback and default_allows:

@@ -238,15 +238,6 @@ def _decode(name: str, args: Any) -> str:
         return f"{name}({', '.join(hex(a) for a in args)})"
 
 
-def _file_purpose(ops: list[str]) -> str:
-    """"open/stat a file"; a Unix socket's path for bind/connect."""
-    sock = [o for o in ops if o in ("bind", "connect")]
-    rest = [o for o in ops if o not in ("bind", "connect")]
-    parts = ([f"{'/'.join(rest)} a file"] if rest else []) + \
-            ([f"{'/'.join(sock)} a Unix socket at a path"] if sock else [])
-    return "; ".join(parts)
-
-
 def _file_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook) -> Denial:
     ev = evs[0]
     path = ev.get("path", "?")
@@ -261,7 +252,7 @@ def _file_denial(evs: list[dict[str, Any]], plan: Plan | None, book: RiskBook) -
     secret = any(book.is_secret_glob(p) for p in paths)
     return Denial("file", subject, examples[0], len(evs), ev.get("action", "deny"),
                   ev.get("errno_name", ""), where, text,
-                  _file_purpose(ops), "high" if secret else "medium",
+                  f"{'/'.join(ops)} a file", "high" if secret else "medium",
                   "the path may hold secrets" if secret else
                   "the program sees more of the host's files", snippet, advice, examples[:5])
 

@@ -1,16 +1,9 @@
 """execve/execveat: observed, recorded (path + argv), then CONTINUEd.
 
-This is the one kind of call the Sentry lets the kernel run after looking at it: an
-allowing decision does not depend on what was read (the record is only a record), so a
-program that changes the path after the read gains nothing. The host filter (plus the
-kernel's mounts, where deny paths are hidden) still decides whether the exec succeeds.
-
-One exception, a refusal: an absolute path (or one relative to the root for execveat with
-an absolute name) that a `deny` rule of the profile names is refused here, with the rule's
-errno, as a file event naming the rule. Refusing on what was read is safe: a program that
-changes the bytes afterwards only gets refused for a path it did not mean. Paths the kernel
-resolves through symlinks or relative to the working directory are hidden by the kernel's
-layer alone (no event)."""
+This is the one kind of call the Sentry lets the kernel run after looking at it: the
+decision does not depend on what was read (the record is only a record), so a program
+that changes the path after the read gains nothing. The host filter (plus the Gofer's
+mounts) still decides whether the exec succeeds."""
 
 from __future__ import annotations
 
@@ -19,7 +12,6 @@ import struct
 
 from .call import Call, Continue, Decision, Memory, SentryContext
 from .dispatch_util import read_comm
-from .path_rules import refusal
 from .table import Entry
 
 _MAX_ARGV = 64
@@ -40,23 +32,17 @@ def _read_argv(mem: Memory, addr: int) -> list[str]:
 
 
 def observe_exec(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    if not ctx.plan.sentry.audit.exec:
+        return Continue()
     if call.name == "execveat":
         path_addr, argv_addr = call.args[1], call.args[2]
     else:
         path_addr, argv_addr = call.args[0], call.args[1]
     path: str | None
     try:
-        path = mem.read_cstr(path_addr).decode("utf-8", "surrogateescape")
+        path = mem.read_cstr(path_addr).decode(errors="replace")
     except OSError:
         path = None
-    if path is not None:
-        refused = refusal(ctx, call, path, write=False, op="exec")
-        if refused is not None:
-            return refused
-    if not ctx.plan.sentry.audit.exec:
-        return Continue()
-    if path is not None:
-        path = path.encode("utf-8", "surrogateescape").decode(errors="replace")
     try:
         argv = _read_argv(mem, argv_addr)
     except OSError:

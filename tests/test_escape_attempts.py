@@ -11,7 +11,8 @@ real namespaces, the real host filter, the Sentry and the Gofer.
   memory read is tested in test_sentry_supervisor.py);
 - magic links (/proc/self/root, /proc/1/root, /proc/self/fd/N of a directory) and
   symlinks planted by the program do not lead to a denied file;
-- an exec of a denied path is refused with its rule;
+- an exec of a denied path fails: the kernel's layer hides it (the Sentry only records
+  the exec, CONTINUEd; it decides nothing from the path it read);
 - no descriptor of the runtime (notification fd, Gofer socket, TAP, logs) reaches the
   program, with the Gofer and the netstack running.
 """
@@ -257,34 +258,27 @@ cat {d}/good.txt
     assert p.stdout.strip().endswith("PUBLIC"), (p.stdout, p.stderr)
 
 
-def test_exec_of_a_denied_path_is_refused_with_its_rule(env, platform):
-    """execve of an absolute path a deny rule names: the Sentry refuses it (the rule's
-    errno) and records a file event with the rule, which `explain` shows."""
-    d = env["dir"]
-    script = d / "nope.sh"
-    prof = d / f"exec-{platform}.yaml"
+def write_profile(env, name: str, extra: str) -> str:
+    """A profile extending the built-in default, with `extra` (YAML) at the top level."""
+    prof = env["dir"] / name
+    prof.write_text("apiVersion: sandboxctl/v1\nkind: SandboxProfile\n"
+                    f"metadata: {{name: {prof.stem}}}\nextends: default\n{extra}")
+    return str(prof)
+
+
+def test_exec_of_a_denied_path_fails_in_the_kernel(env, platform):
+    """execve of a path a deny rule names: hidden by the kernel's layer, so it fails, and
+    the script never runs; the Sentry's exec record shows the attempt (it CONTINUEs every
+    exec: a decision on the path it read could be raced, see DESIGN.md)."""
+    script = env["dir"] / "nope.sh"
     if not script.exists():
         script.write_text("#!/bin/sh\necho SECRET-RAN\n")
         os.chmod(script, 0o755)
-    prof.write_text(f"""\
-apiVersion: sandboxctl/v1
-kind: SandboxProfile
-metadata: {{name: exec-deny}}
-extends: default
-filesystem:
-  deny: [{script}]
-""")
-    p = apply(env, platform, "env", str(script), profile=str(prof))
-    assert p.returncode == 127 and "SECRET-RAN" not in p.stdout, (p.stdout, p.stderr)
-    assert "No such file or directory" in p.stderr
-    evs = [ev for ev in latest_events(env) if ev.get("kind") == "file"]
-    assert len(evs) == 1, evs
-    ev = evs[0]
-    assert (ev["syscall"], ev["op"], ev["path"], ev["errno"]) == ("execve", "exec", str(script), 2)
-    assert ev["rule"]["line"] == 6 and ev["rule"]["file"] == str(prof)
-    e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(env["state"]))
-    x = subprocess.run([SANDBOXCTL, "explain"], capture_output=True, text=True, env=e, timeout=60)
-    assert x.returncode == 0 and f'execve("{script}")' in x.stdout and f"{prof}:6:" in x.stdout, x.stdout
+    prof = write_profile(env, f"exec-{platform}.yaml", f"filesystem:\n  deny: [{script}]\n")
+    p = apply(env, platform, "env", str(script), profile=prof)
+    assert p.returncode in (126, 127) and "SECRET-RAN" not in p.stdout, (p.stdout, p.stderr)
+    execs = [ev for ev in latest_events(env) if ev.get("kind") == "exec"]
+    assert any(ev["path"] == str(script) for ev in execs), execs
     # the script itself is unchanged and runs outside the sandbox
     assert subprocess.run([str(script)], capture_output=True, text=True).stdout == "SECRET-RAN\n"
 
@@ -293,16 +287,9 @@ filesystem:
 def test_no_runtime_descriptor_reaches_the_program(env, platform, mode):
     """With the Gofer (default mediation) and, for netstack, the TAP device and the DNS
     forwarder running: the program holds exactly stdin, stdout and stderr."""
-    prof = env["dir"] / f"fds-{platform}-{mode}.yaml"
-    prof.write_text(f"""\
-apiVersion: sandboxctl/v1
-kind: SandboxProfile
-metadata: {{name: fds}}
-extends: default
-network: {{mode: {mode}}}
-""")
+    prof = write_profile(env, f"fds-{platform}-{mode}.yaml", f"network: {{mode: {mode}}}\n")
     p = apply(env, platform, "sh", "-c", "ls -l /proc/$$/fd; echo --; ls /proc/self/fd",
-              profile=str(prof))
+              profile=prof)
     assert p.returncode == 0, p.stderr
     listing, _, selfs = p.stdout.partition("--\n")
     fds = sorted(int(line.split()[8]) for line in listing.splitlines()[1:])
@@ -311,59 +298,3 @@ network: {{mode: {mode}}}
     assert sorted(int(x) for x in selfs.split()) == [0, 1, 2, 3], selfs
     for word in ("seccomp", "socket:", "tun", "pidfd", "sandboxctl"):
         assert word not in listing, listing
-
-
-def test_unix_socket_paths_follow_the_path_rules(env, platform):
-    """bind/connect of an AF_UNIX path: a path a deny rule names is refused with the
-    rule's errno, also one created after the start (which the kernel's layer does not
-    hide); bind under a readonly rule gets EROFS; each refusal is a file event with its
-    rule. Allowed paths, abstract names and other families work as usual."""
-    d = env["dir"]
-    prof = d / f"unix-{platform}.yaml"
-    prof.write_text(f"""\
-apiVersion: sandboxctl/v1
-kind: SandboxProfile
-metadata: {{name: unix-paths}}
-extends: default
-filesystem:
-  deny: ["/tmp/secret-*.sock"]
-  readonly: ["/tmp/ro/**"]
-""")
-    code = r"""
-import errno, os, socket
-def try_(what, fn):
-    try:
-        fn(); print(what, "ok")
-    except OSError as e:
-        print(what, errno.errorcode[e.errno])
-os.mkdir("/tmp/ro")
-s = socket.socket(socket.AF_UNIX)
-try_("bind-allowed", lambda: s.bind("/tmp/open.sock")); s.listen()
-try_("connect-allowed", lambda: socket.socket(socket.AF_UNIX).connect("/tmp/open.sock"))
-try_("bind-denied", lambda: socket.socket(socket.AF_UNIX).bind("/tmp/secret-1.sock"))
-try_("bind-denied-dotdot", lambda: socket.socket(socket.AF_UNIX).bind("/tmp/x/../secret-2.sock"))
-try_("connect-denied", lambda: socket.socket(socket.AF_UNIX).connect("/tmp/secret-1.sock"))
-try_("bind-readonly", lambda: socket.socket(socket.AF_UNIX).bind("/tmp/ro/a.sock"))
-try_("bind-abstract", lambda: socket.socket(socket.AF_UNIX).bind("\0secret-3.sock"))
-try_("inet", lambda: socket.socket().bind(("127.0.0.1", 0)))
-print("exists", os.path.exists("/tmp/secret-1.sock"), os.path.exists("/tmp/ro/a.sock"))
-"""
-    p = apply(env, platform, "python3", "-c", code, profile=str(prof))
-    assert p.returncode == 0, p.stderr
-    got = dict(line.split(" ", 1) for line in p.stdout.splitlines())
-    assert got == {"bind-allowed": "ok", "connect-allowed": "ok", "bind-denied": "ENOENT",
-                   "bind-denied-dotdot": "ENOENT", "connect-denied": "ENOENT",
-                   "bind-readonly": "EROFS", "bind-abstract": "ok", "inet": "ok",
-                   "exists": "False False"}, p.stdout
-    evs = [ev for ev in latest_events(env) if ev.get("kind") == "file"]
-    seen = sorted((ev["syscall"], ev["path"], ev["errno_name"], ev["rule"]["line"]) for ev in evs)
-    assert seen == [("bind", "/tmp/ro/a.sock", "EROFS", 7),
-                    ("bind", "/tmp/secret-1.sock", "ENOENT", 6),
-                    ("bind", "/tmp/secret-2.sock", "ENOENT", 6),
-                    ("connect", "/tmp/secret-1.sock", "ENOENT", 6),
-                    ("newfstatat", "/tmp/secret-1.sock", "ENOENT", 6)], seen  # exists()
-    e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(env["state"]))
-    x = subprocess.run([SANDBOXCTL, "explain"], capture_output=True, text=True, env=e, timeout=60)
-    assert x.returncode == 0, x.stderr
-    assert '{AF_UNIX, "/tmp/secret-1.sock"}' in x.stdout and f"{prof}:6:" in x.stdout
-    assert "a Unix socket at a path" in x.stdout, x.stdout
