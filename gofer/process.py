@@ -23,17 +23,16 @@ process when the Gofer is gone).
 
 from __future__ import annotations
 
-import gc
 import os
 import select
 import signal
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 
 from ..engine.errors import SandboxError
 from ..engine.plan import Plan, SyntheticFile
+from ..sentry.forking import fork_flushed
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -85,15 +84,10 @@ def start_gofer(plan: Plan, child_pid: int) -> tuple[GoferHandle, socket.socket]
     sentry_end, gofer_end = socket.socketpair(socket.AF_UNIX,
                                               socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
+    pid = fork_flushed()  # (the child freezes the heap it inherits)
     if pid == 0:
         code = 1
         try:
-            # What this process held before the fork is not the Gofer's: the collector
-            # must never run its finalizers here, under the Gofer's seccomp filter.
-            gc.freeze()
             sentry_end.close()
             os.close(ready_r)
             _gofer_main(plan, policy, child_pid, gofer_end, ready_w)

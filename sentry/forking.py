@@ -1,15 +1,16 @@
 """What every fork of the runtime does around the fork itself.
 
-    pid = fork_flushed()           # Python's stdio buffers are written once, not twice
+    pid = fork_flushed()           # stdio buffers written once; the child freezes its heap
     if pid == 0:
         close_fds_except({0, 1, 2, report_w})   # nothing the parent held leaks on
 
-Only `os` and `sys`: the program's process calls close_fds_except after pivot_root, where
+Only `gc`, `os` and `sys`: the program's process calls close_fds_except after pivot_root, where
 this package may not exist (the function is loaded by then, nothing more is imported).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Collection
@@ -17,10 +18,16 @@ from typing import Collection
 
 def fork_flushed() -> int:
     """os.fork() after flushing sys.stdout and sys.stderr, so that output buffered before
-    the fork is not written by both processes."""
+    the fork is not written by both processes. In the child, everything inherited from
+    the parent's heap is frozen (gc.freeze): the collector must never run the parent's
+    finalizers there (a socket's close, a python-ptrace object's PTRACE_DETACH), least of
+    all under the child's own seccomp filter (the Sentry, the Gofer)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    return os.fork()
+    pid = os.fork()
+    if pid == 0:
+        gc.freeze()
+    return pid
 
 
 def open_fds() -> list[int]:

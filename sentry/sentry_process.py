@@ -16,7 +16,6 @@ the loop use; report_failure(exc, ...) in its except block and out.close() at th
 
 from __future__ import annotations
 
-import gc
 import os
 import select
 import signal
@@ -49,10 +48,6 @@ def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int]
     if pid == 0:  # the Sentry
         code = EXIT_FAILED
         try:
-            # What the supervisor held before the fork is not the Sentry's: the collector
-            # must never run its finalizers (a socket's close, a tracer's PTRACE_DETACH...)
-            # here, under the Sentry's seccomp filter.
-            gc.freeze()
             _drop_signal_relay()
             os.close(stop_r)
             os.close(stop_w)

@@ -189,3 +189,37 @@ def test_no_descriptor_leak_in_the_supervisor(tmp_path, monkeypatch):
         assert count() == before
     finally:
         os.close(devnull)
+
+
+def test_forked_runtime_processes_never_collect_the_parents_garbage():
+    """fork_flushed (the Sentry's, the Gofer's and the keeper's fork): in the child the
+    inherited heap is frozen, so a finalizer of the parent's (here one that would make a
+    call a confined child may not) never runs there, even on a full collection."""
+    import gc
+
+    from sandboxctl.sentry.forking import fork_flushed
+
+    class Bomb:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+        def __del__(self) -> None:
+            os.write(w, b"FINALIZED-IN-CHILD" if os.getpid() != parent else b"")
+
+    parent = os.getpid()
+    r, w = os.pipe()
+    gc.disable()
+    try:
+        Bomb()  # garbage now, in the parent's heap
+        pid = fork_flushed()
+        if pid == 0:
+            gc.enable()
+            gc.collect()
+            os._exit(0)
+        os.waitpid(pid, 0)
+    finally:
+        gc.enable()
+        gc.collect()  # the parent's own copy goes here (writes nothing)
+    os.close(w)
+    assert os.read(r, 100) == b""
+    os.close(r)
