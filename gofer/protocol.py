@@ -196,7 +196,7 @@ class Spinner:
         self.late = window / 2 if late is None else late
         self.skip = 0  # receives left that block at once
         self.penalty = 0  # the skip given after the next miss
-        self.caught = 0  # statistics, for tests and --debug
+        self.caught = 0  # counts (the tests read them)
         self.missed = 0
 
     def recv(self, sock: socket.socket, bufs: list, anc: int) -> tuple:
@@ -213,20 +213,21 @@ class Spinner:
             except BlockingIOError:
                 if _monotonic() < end:
                     continue
-                self.missed += 1
-                self.penalty = min(self.MAX_SKIP, self.penalty * 2 or 1)
-                self.skip = self.penalty
+                self._miss()
                 return sock.recvmsg_into(bufs, anc)
             if _monotonic() - start > self.late:
                 # caught, but late: the peer was not running (a busy CPU), and a sleeper
                 # would have been woken ahead of the CPU's other work; count it a miss
-                self.missed += 1
-                self.penalty = min(self.MAX_SKIP, self.penalty * 2 or 1)
-                self.skip = self.penalty
-                return got
-            self.caught += 1
-            self.penalty >>= 1
+                self._miss()
+            else:
+                self.caught += 1
+                self.penalty >>= 1
             return got
+
+    def _miss(self) -> None:
+        self.missed += 1
+        self.penalty = min(self.MAX_SKIP, self.penalty * 2 or 1)
+        self.skip = self.penalty
 
 
 def _may_spin() -> bool:
