@@ -180,6 +180,22 @@ def test_readme_tour_profile_is_valid(tmp_path):
     assert plan.seccomp.default.action == "deny"
 
 
+def test_ci_runs_the_readme_test_command():
+    """.ci/run sets the project up and then runs exactly the README's test command; that
+    command sets up by itself on a fresh machine; both README commands name real files."""
+    text = (REPO / "README.md").read_text()
+    fresh = text.split("## Fresh machine", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)\n```", fresh, re.S)
+    assert len(blocks) == 2, blocks
+    main_job, test_cmd = blocks
+    assert main_job.startswith("bash .ci/setup && sandboxctl apply profiles/")
+    assert (REPO / main_job.split("sandboxctl apply ", 1)[1].split()[0]).is_file()
+    run = [l.strip() for l in (REPO / ".ci" / "run").read_text().splitlines()
+           if l.strip() and not l.startswith("#")]
+    assert run[-2:] == ["bash .ci/setup", test_cmd], run
+    assert "bash .ci/setup" in (REPO / ".ci" / "test").read_text()
+
+
 def test_profile_format_doc_example_is_valid(tmp_path):
     from sandboxctl.engine.compile import compile_profile
 
