@@ -25,8 +25,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+
+from benchlib import build_c, have_gcc, scratch  # bench/ is first on sys.path
 
 LOOP_C = r"""
 #include <fcntl.h>
@@ -96,21 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-runsc", action="store_true", help="skip gVisor")
     ap.add_argument("--no-bwrap", action="store_true", help="skip bubblewrap")
     args = ap.parse_args(argv)
-    if shutil.which("gcc") is None:
-        print("bench: gcc is missing; install it (apt-get install gcc)", file=sys.stderr)
+    if not have_gcc():
         return 1
     use_runsc = not args.no_runsc and shutil.which("runsc") is not None and os.geteuid() == 0
     use_bwrap = not args.no_bwrap and shutil.which("bwrap") is not None
-    tmp = tempfile.mkdtemp(prefix="sandboxctl-bench-", dir="/var/tmp")  # in every sandbox's view
-    os.chmod(tmp, 0o755)
-    state = tempfile.mkdtemp(prefix="sandboxctl-bench-state-")
-    os.environ.setdefault("SANDBOXCTL_STATE_DIR", state)
-    try:
-        exe = os.path.join(tmp, "files")
-        with open(exe + ".c", "w") as fh:
-            fh.write(LOOP_C)
-        subprocess.run(["gcc", "-O2", "-o", exe, exe + ".c"], check=True)
-        os.chmod(exe, 0o755)
+    with scratch() as tmp:
+        exe = build_c(LOOP_C, tmp, "files")
         n = args.count
         rows = []
         for name, prefix in runners(use_runsc, use_bwrap).items():
@@ -133,10 +125,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sandboxctl / runsc: loop {sbx[1] / rs[1]:.2f}x, import {sbx[2] / rs[2]:.2f}x "
                   f"(target <= 0.3x)")
         return 0
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.environ.get("SANDBOXCTL_STATE_DIR") == state:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,36 +27,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Callable
 
-HERE = Path(__file__).resolve().parent
+import syscall_loop as _loop  # the same loop program (bench/ is first on sys.path)
+from benchlib import build_c, have_gcc, scratch, wall
 
-
-def _load_loop_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_bench_syscall_loop", HERE / "syscall_loop.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-_loop = _load_loop_module()
-LOOP_C, PROFILE, _parse = _loop.LOOP_C, _loop.PROFILE, _loop._parse  # the same loop program
-
-
-def _wall(argv: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({r.returncode}): "
-                         f"{r.stderr.decode(errors='replace')[-400:]}")
-    return dt
+LOOP_C, PROFILE, _parse = _loop.LOOP_C, _loop.PROFILE, _loop._parse
 
 
 def startup(n: int, env: dict[str, str], use_runsc: bool) -> list[tuple[str, float, float]]:
@@ -74,7 +50,7 @@ def startup(n: int, env: dict[str, str], use_runsc: bool) -> list[tuple[str, flo
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(n):  # interleaved: a busy moment hurts everyone alike
         for name, argv in contenders.items():
-            times[name].append(_wall(argv, env))
+            times[name].append(wall(argv, env))
     return [(k, statistics.median(v), min(v)) for k, v in times.items()]
 
 
@@ -138,21 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="loops: median of N")
     ap.add_argument("--no-runsc", action="store_true")
     args = ap.parse_args(argv)
-    if shutil.which("gcc") is None:
-        print("bench: gcc is missing; install it (apt-get install gcc)", file=sys.stderr)
+    if not have_gcc():
         return 1
     use_runsc = not args.no_runsc and shutil.which("runsc") is not None and os.geteuid() == 0
-    tmp = tempfile.mkdtemp(prefix="sandboxctl-bench-ptrace-", dir="/var/tmp")
-    os.chmod(tmp, 0o755)
-    state = tempfile.mkdtemp(prefix="sandboxctl-bench-state-")
-    os.environ["SANDBOXCTL_STATE_DIR"] = state
-    env = dict(os.environ)
-    try:
-        exe = os.path.join(tmp, "loop")
-        with open(exe + ".c", "w") as fh:
-            fh.write(LOOP_C)
-        subprocess.run(["gcc", "-O2", "-o", exe, exe + ".c"], check=True)
-        os.chmod(exe, 0o755)
+    with scratch("sandboxctl-bench-ptrace-") as tmp:
+        env = dict(os.environ)
+        exe = build_c(LOOP_C, tmp, "loop")
         profile = os.path.join(tmp, "bench.yaml")
         with open(profile, "w") as fh:
             fh.write(PROFILE + "platform: ptrace\n")
@@ -222,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cost[rs]:.1f} us; sandboxctl/runsc = {sb / rs_read:.2f} (vs read), "
                       f"{sb / cost[rs]:.2f} (vs uname); target < 1")
         return 0
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

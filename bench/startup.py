@@ -18,20 +18,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchlib import wall  # bench/ is first on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def _time(argv: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')[-500:]}")
-    return dt
 
 
 def main() -> int:
@@ -81,10 +73,10 @@ def main() -> int:
 
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for name, argv in contenders.items():  # warm caches once
-        _time(argv, envs.get(name, env))
+        wall(argv, envs.get(name, env))
     for _ in range(args.n):
         for name, argv in contenders.items():
-            times[name].append(_time(argv, envs.get(name, env)))
+            times[name].append(wall(argv, envs.get(name, env)))
     shutil.rmtree(state, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}

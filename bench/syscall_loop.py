@@ -24,7 +24,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+
+from benchlib import build_c, have_gcc, scratch  # bench/ is first on sys.path
 
 LOOP_C = r"""
 #include <fcntl.h>
@@ -116,22 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-runsc", action="store_true", help="skip gVisor")
     ap.add_argument("--apply", action="store_true", help="run through `sandboxctl apply`")
     args = ap.parse_args(argv)
-    if shutil.which("gcc") is None:
-        print("bench: gcc is missing; install it (apt-get install gcc)", file=sys.stderr)
+    if not have_gcc():
         return 1
     use_runsc = not args.no_runsc and shutil.which("runsc") is not None and os.geteuid() == 0
-    # /var/tmp: visible in the sandbox's read-only root (the profile's /tmp may be a tmpfs)
-    tmp = tempfile.mkdtemp(prefix="sandboxctl-bench-", dir="/var/tmp")
-    os.chmod(tmp, 0o755)
-    state = tempfile.mkdtemp(prefix="sandboxctl-bench-state-")
-    os.environ.setdefault("SANDBOXCTL_STATE_DIR", state)
-    try:
-        exe = os.path.join(tmp, "loop")
-        src = exe + ".c"
-        with open(src, "w") as fh:
-            fh.write(LOOP_C)
-        subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
-        os.chmod(exe, 0o755)
+    with scratch() as tmp:
+        exe = build_c(LOOP_C, tmp, "loop")
         profile = os.path.join(tmp, "bench.yaml")
         with open(profile, "w") as fh:
             fh.write(PROFILE)
@@ -195,10 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trapped call: sandboxctl {sb[2] / 1000:.1f} us, ptrace {pt[2] / 1000:.1f} us "
                   f"per uname(2)")
         return 0
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if os.environ.get("SANDBOXCTL_STATE_DIR") == state:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
