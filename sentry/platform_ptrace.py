@@ -943,11 +943,9 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
                  strace_syscalls: frozenset[str] | None) -> int:
     from .call import SentryContext
     from .dispatch import Dispatcher
-    from .sentry_process import (SentryOutput, ignore_terminal_signals, isolate_fds,
-                                 open_output, report_failure)
+    from .sentry_process import SentryOutput, isolate_fds, open_output, report_failure
 
     t_start = time.time()
-    ignore_terminal_signals()
     out: SentryOutput | None = None
     strace_log = None
     try:

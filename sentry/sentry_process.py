@@ -8,8 +8,8 @@ Supervisor side:
 
     handle = fork_sentry(run, child_pidfd, lambda: sentry_main(...), parent_closes=(...,))
 
-Inside the Sentry, in this order (platform steps go between: the tracer seizes the
-program before isolate_fds): ignore_terminal_signals(); then, in a try block,
+Inside the Sentry (its signals already reset by fork_sentry), in this order (platform
+steps go between: the tracer seizes the program before isolate_fds): in a try block,
 isolate_fds(...) and out = open_output(run, debug), whose emit/flush/log the handlers and
 the loop use; report_failure(exc, ...) in its except block and out.close() at the end.
 """
@@ -48,7 +48,7 @@ def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int]
     if pid == 0:  # the Sentry
         code = EXIT_FAILED
         try:
-            _drop_signal_relay()
+            _reset_signals()
             os.close(stop_r)
             os.close(stop_w)
             code = sentry_main()
@@ -65,14 +65,20 @@ def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int]
     return handle
 
 
-def _drop_signal_relay() -> None:
-    """The supervisor's signal relay (launch/signals.py: handlers writing to its wakeup
-    fd) is not the Sentry's: signals sent to the Sentry take their default action."""
+def _reset_signals() -> None:
+    """The supervisor's signal set-up (launch/signals.py: relay handlers writing to its
+    wakeup fd, a blocked mask) is not the Sentry's: default dispositions, no wakeup fd, an
+    empty mask (SIGUSR1 ends the notify loop's RECV), and the terminal's signals ignored
+    (they are the program's)."""
     from .launch.signals import FORWARDED
 
     signal.set_wakeup_fd(-1)
-    for sig in (*FORWARDED, signal.SIGWINCH):
+    for sig in (*FORWARDED, signal.SIGWINCH, signal.SIGCHLD, signal.SIGCONT, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in TERMINAL_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
@@ -89,11 +95,6 @@ def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
 
 
 # -- inside the Sentry -------------------------------------------------------------------
-
-
-def ignore_terminal_signals() -> None:
-    for sig in TERMINAL_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the program's
 
 
 def isolate_fds(gofer_sock: Any, *keep: int) -> None:
@@ -178,5 +179,5 @@ def report_failure(exc: BaseException, run: RunRecord, child_pidfd: int,
     return EXIT_FAILED
 
 
-__all__ = ["fork_sentry", "ignore_terminal_signals", "isolate_fds", "SentryOutput",
+__all__ = ["fork_sentry", "isolate_fds", "SentryOutput",
            "open_output", "report_failure", "EXIT_FAILED", "TERMINAL_SIGNALS"]

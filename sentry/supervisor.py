@@ -221,16 +221,9 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
                  debug: bool,
                  strace: str | None = None, strace_syscalls: frozenset[str] | None = None) -> int:
-    from .sentry_process import (SentryOutput, ignore_terminal_signals, isolate_fds,
-                                 open_output, report_failure)
+    from .sentry_process import SentryOutput, isolate_fds, open_output, report_failure
 
-    # The supervisor's signal set-up (wakeup fd, relay handlers, blocked mask) is not ours.
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH, signal.SIGCHLD, signal.SIGUSR2,
-                signal.SIGCONT, signal.SIGALRM, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
-    ignore_terminal_signals()
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # SIGUSR1 ends the loop's RECV
+    # (fork_sentry reset the supervisor's signal set-up in this process)
     out: SentryOutput | None = None
     try:
         from .call import SentryContext
