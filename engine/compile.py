@@ -9,7 +9,10 @@ compiles") and docs/internals.md; the short form:
   within it a name written out beats a name reached through an @group;
 - `uname` is emulated by the Sentry, `execve`/`execveat` are trapped and observed,
   `sethostname`/`setdomainname` are denied, unless the profile names them itself;
-- with filesystem.mediation gofer, the allowed @gofer-mediated calls are emulated;
+- with filesystem.mediation gofer, the allowed @gofer-mediated calls are emulated, and
+  with the root's `cache: exclusive` the allowed @gofer-observed calls are trapped and
+  observed (they change a file's attributes through a descriptor: the Sentry's
+  attribute cache must hear of them);
 - deny/kill/log rules, and a deny/kill/log default, are trapped when audit.denials is on.
 Rules are ordered by syscall number, then as written; the Plan's JSON is deterministic.
 """
@@ -207,6 +210,9 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
     deciding = deciding_entries(collect_entries(root))
     mediation = str(_val(root, "filesystem", "mediation", default="gofer"))
     mediated = set(expand("gofer-mediated")) if mediation == "gofer" else set()
+    cache = str(_val(root, "filesystem", "root", "cache", default=RootConfig().cache))
+    observed = (set(expand("gofer-observed")) - mediated
+                if mediation == "gofer" and cache == "exclusive" else set())
 
     def audited(r: SyscallRule) -> SyscallRule:
         if r.action in ("deny", "kill", "log") and audit.denials:
@@ -218,7 +224,8 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
         return Entry(name, "allow", 0, (), -1, False, -1, src)
 
     rules: list[SyscallRule] = []
-    names = set(deciding) | mediated | {"uname"} | set(EXEC_CALLS) | set(ALWAYS_DENIED)
+    names = (set(deciding) | mediated | observed | {"uname"} | set(EXEC_CALLS)
+             | set(ALWAYS_DENIED))
     for name in names:
         es = deciding.get(name, [])
         # Special calls below get an implicit last rule unless an entry without argument
@@ -242,6 +249,18 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
             rules.extend(audited(_rule(e)) for e in es)
             rules.append(audited(_rule(Entry(name, "deny", constants.errno_value("EPERM") or 1,
                                              (), -1, False, -1, src))))
+        elif name in observed:
+            # run by the kernel as the profile says; the Sentry only drops what it cached
+            # about the file first
+            if not es and not default_allows:
+                continue  # refused by the default: nothing to observe
+            src = _loc_of(root, ("filesystem", "root", "cache"), ("filesystem", "root"),
+                          ("filesystem",), ("metadata",))
+            if not has_fallback and default_allows:
+                es = es + [implicit(name, src)]
+            for e in es:
+                rules.append(_rule(e, action="allow", trap=True, handler="fd_meta")
+                             if e.action in ("allow", "log") else audited(_rule(e)))
         elif name in mediated:
             src = _loc_of(root, ("filesystem", "mediation"), ("filesystem",), ("metadata",))
             if not has_fallback and default_allows:
@@ -373,6 +392,7 @@ def _gofer(root: Node, base_of: dict[str, Path], synthetic: tuple[SyntheticFile,
         upper_dir=(_host_path(str(_val(root, "filesystem", "root", "upper_dir")), base(r))
                    if r is not None and _val(root, "filesystem", "root", "upper_dir") else None),
         keep_upper=bool(_val(root, "filesystem", "root", "keep_upper", default=False)),
+        cache=str(_val(root, "filesystem", "root", "cache", default=rd.cache)),  # type: ignore[arg-type]
         source_loc=_src(r.source_loc()) if r is not None else None,
     )
     mounts = []

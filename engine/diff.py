@@ -86,7 +86,9 @@ class _Policy:
         return (tuple((_args_key(r.args), r.action, r.errno if r.action == "deny" else 0)
                       for r in self.conds),
                 self.uncond_action, self.uncond_errno if self.uncond_action == "deny" else 0,
-                self.uncond_handler)
+                # fd_meta only tells the Sentry's attribute cache (root `cache:`): the call
+                # runs as it would untrapped, so it is no change to what is permitted
+                None if self.uncond_handler == "fd_meta" else self.uncond_handler)
 
     def allowed_conds(self) -> set[tuple]:
         return {_args_key(r.args) for r in self.conds if r.action in ALLOWISH}
@@ -358,14 +360,15 @@ def _mount_key(m: Mount) -> tuple:
 
 def _root_changes(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
     a, b = old.gofer.root, new.gofer.root
-    ka = (a.source, a.readonly, a.overlay, a.upper_dir, a.keep_upper)
-    kb = (b.source, b.readonly, b.overlay, b.upper_dir, b.keep_upper)
+    ka = (a.source, a.readonly, a.overlay, a.upper_dir, a.keep_upper, a.cache)
+    kb = (b.source, b.readonly, b.overlay, b.upper_dir, b.keep_upper, b.cache)
     if ka == kb:
         return []
 
     def text(r) -> str:
         t = f"{r.source} {'ro' if r.readonly else 'rw'} overlay={r.overlay}"
-        return t + (f" upper={r.upper_dir}" if r.upper_dir else "")
+        return (t + (f" upper={r.upper_dir}" if r.upper_dir else "")
+                + (" cache=shared" if r.cache == "shared" else ""))
 
     def host_writable(r) -> bool:
         return not r.readonly and r.overlay == "none"
@@ -389,6 +392,12 @@ def _root_changes(old: Plan, new: Plan, book: RiskBook) -> list[Change]:
     if b.keep_upper and not a.keep_upper:
         return [Change("root", "filesystem.root", "widened", text(a), text(b), "low",
                        "the overlay's writes are kept on the host after the run", ow, nw)]
+    if (a.source, a.readonly, a.overlay, a.upper_dir, a.keep_upper) == \
+            (b.source, b.readonly, b.overlay, b.upper_dir, b.keep_upper):
+        how = ("may be answered from the Sentry's cache" if b.cache == "exclusive"
+               else "all go to the Gofer")
+        return [Change("root", "filesystem.root", "changed", text(a), text(b), "info",
+                       f"stat calls {how} (no change to what the program may reach)", ow, nw)]
     return [Change("root", "filesystem.root", "changed", text(a), text(b), "info",
                    "the root's overlay settings changed", ow, nw)]
 

@@ -144,6 +144,10 @@ class RootConfig:
     overlay: Literal["none", "memory", "dir"] = "memory"
     upper_dir: str | None = None  # host directory for overlay == "dir"
     keep_upper: bool = False  # keep the upper layer after the run
+    # exclusive: nothing outside the sandbox changes the root during a run, so the Sentry
+    # may answer stat calls from its attribute cache (gVisor's --file-access=exclusive);
+    # shared: every stat goes to the Gofer
+    cache: Literal["exclusive", "shared"] = "exclusive"
     source_loc: Source | None = None
 
 

@@ -187,7 +187,8 @@ def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w
                 os.close(fd)
             except OSError:
                 pass
-    server = FileServer(root_fd, fd_dir, policy)
+    server = FileServer(root_fd, fd_dir, policy, cache_root=plan.gofer.root.cache == "exclusive",
+                        mounts=tuple(m.target for m in plan.gofer.mounts))
     confine.become(plan.launch.uid, plan.launch.gid, keep_caps)
     confine.load_filter()
     os.write(ready_w, b"ready")

@@ -1,4 +1,4 @@
-"""The Sentry <-> Gofer wire protocol, version 1 (docs/gofer.md describes it).
+"""The Sentry <-> Gofer wire protocol, version 2 (docs/gofer.md describes it).
 
 Transport: a SOCK_SEQPACKET Unix socketpair; one message per packet, descriptors as
 SCM_RIGHTS. Every message starts with a 12-byte header
@@ -14,11 +14,14 @@ A request body is a fixed 64-byte part followed by two names:
 name is then relative to the root too), or the index of a descriptor attached to this
 message (a directory the Sentry took from the program with pidfd_getfd). A reply body is
 
-    errno i32 | rule_kind u8 | 0 u8 | rule_index i16 | len(data) u32 | len(path) u16 | 0 u16 |
-    data | path
+    errno i32 | rule_kind u8 | flags u8 | rule_index i16 | len(data) u32 | len(path) u16 |
+    0 u16 | data | path
 
 with the descriptor it returns (if any) attached. `path` is the canonical sandbox path the
-Gofer resolved (for events). Anything that does not parse is answered with EPROTO (if a
+Gofer resolved (for events). `flags` bit 0 (REPLY_CACHEABLE, on STAT/STATX replies): the
+answer depends only on the root's own tree, reached without a symlink, `.` or `..` and
+outside every other mount, so a Sentry whose root is `cache: exclusive` may keep it until
+the sandbox changes a name or a file (version 1 had a 0 byte there). Anything that does not parse is answered with EPROTO (if a
 request id can be read) or dropped; it never stops the Gofer.
 """
 
@@ -33,10 +36,10 @@ from enum import IntEnum
 from typing import NamedTuple
 
 MAGIC = b"GF"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<2sBBII")
 REQ_FIXED = struct.Struct("<iiIIIii4qHH")
-REP_FIXED = struct.Struct("<iBxhIHxx")
+REP_FIXED = struct.Struct("<iBBhIHxx")
 MAX_MESSAGE = 16 * 1024  # > header + fixed part + two names of MAX_NAME
 MAX_NAME = 4096
 MAX_FDS = 2
@@ -46,6 +49,8 @@ HANDLE_ROOT = -1
 # errno) and the Sentry sends the same request again, without the bit, from a worker.
 OPEN_NO_WAIT = 1
 WOULD_BLOCK = -1
+# Reply.flags bit: a stat answer the Sentry may cache (root `cache: exclusive`)
+REPLY_CACHEABLE = 1
 
 
 class Op(IntEnum):
@@ -99,6 +104,7 @@ class Reply(NamedTuple):
     data: bytes = b""
     path: bytes = b""
     fd: int = -1  # the descriptor received, owned by the receiver
+    flags: int = 0  # REPLY_CACHEABLE
 
     @property
     def ok(self) -> bool:
@@ -148,20 +154,20 @@ def decode_request(op: int, body: memoryview) -> Request:
 
 
 def encode_reply(op: int, req_id: int, rep: Reply) -> bytes:
-    body = REP_FIXED.pack(rep.errno, rep.rule_kind, rep.rule_index, len(rep.data),
-                          len(rep.path)) + rep.data + rep.path
+    body = REP_FIXED.pack(rep.errno, rep.rule_kind, rep.flags & 0xFF, rep.rule_index,
+                          len(rep.data), len(rep.path)) + rep.data + rep.path
     return HEADER.pack(MAGIC, VERSION, op, req_id & 0xFFFFFFFF, len(body)) + body
 
 
 def decode_reply(body: memoryview, fd: int = -1) -> Reply:
     if len(body) < REP_FIXED.size:
         raise ProtocolError("short reply")
-    errno, kind, index, n_data, n_path = REP_FIXED.unpack_from(body)
+    errno, kind, flags, index, n_data, n_path = REP_FIXED.unpack_from(body)
     if REP_FIXED.size + n_data + n_path != len(body):
         raise ProtocolError("reply lengths do not match the body")
     off = REP_FIXED.size
     return Reply(errno, kind, index, bytes(body[off:off + n_data]),
-                 bytes(body[off + n_data:off + n_data + n_path]), fd)
+                 bytes(body[off + n_data:off + n_data + n_path]), fd, flags)
 
 
 _FD_SPACE = socket.CMSG_SPACE(4 * 4)
@@ -266,6 +272,6 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-__all__ = ["recv_message", "Spinner", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "Op",
+__all__ = ["recv_message", "Spinner", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "REPLY_CACHEABLE", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

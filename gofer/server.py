@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from . import sys as gsys
 from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC,
                      Policy)
-from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, OPEN_NO_WAIT, WOULD_BLOCK, Op,
-                       ProtocolError, Reply, Request,
+from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, OPEN_NO_WAIT, REPLY_CACHEABLE,
+                       WOULD_BLOCK, Op, ProtocolError, Reply, Request,
                        close_all, decode_header, decode_request, encode_reply, recv_message,
                        Spinner)
 
@@ -64,6 +64,7 @@ class Refused(Exception):
 class _Target:
     fd: int  # O_PATH descriptor of the object (owned)
     path: str  # canonical sandbox path
+    plain: bool = False  # found without following a symlink (the walk is the path's names)
 
 
 def _norm(path: str) -> str:
@@ -115,12 +116,49 @@ class FileServer:
                any chroot): readlink gives canonical paths, openat reopens O_PATH fds.
     """
 
-    def __init__(self, root_fd: int, fd_dir_fd: int, policy: Policy) -> None:
+    def __init__(self, root_fd: int, fd_dir_fd: int, policy: Policy,
+                 cache_root: bool = False, mounts: tuple[str, ...] = ()) -> None:
         self.root_fd = root_fd
         self.fd_dir_fd = fd_dir_fd
         self.policy = policy
         self.root_prefix = self._fd_path_raw(root_fd).rstrip("/")
         self._blocking = threading.BoundedSemaphore(_MAX_BLOCKING)
+        # stat answers the Sentry may cache (docs/gofer.md, "The attribute cache"): the
+        # root is `cache: exclusive`, and these are the targets of the profile's other
+        # mounts, whose trees are never cached
+        self.cache_root = cache_root
+        self.mount_prefixes = tuple(m.rstrip("/") + "/" for m in self._mount_points(mounts)
+                                    if m.rstrip("/"))
+
+    def _mount_points(self, targets: tuple[str, ...]) -> set[str]:
+        """The profile's mount targets as written and as the kernel resolved them (a
+        target under a symlink, /var/run for /run, is mounted where the link leads)."""
+        out = set(targets)
+        for t in targets:
+            try:
+                fd = gsys.openat2(self.root_fd, t.encode("utf-8", "surrogateescape"),
+                                  os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE)
+            except OSError:
+                continue
+            try:
+                out.add(self.fd_path(fd))
+            except Refused:
+                pass
+            finally:
+                os.close(fd)
+        return out
+
+    def cacheable(self, req: Request, path: str, tgt: _Target) -> bool:
+        """May the Sentry keep this stat answer? Only for a name given from the root,
+        spelled canonically (no `.`, `..`, `//` or trailing `/`: the kernel walked exactly
+        the path's ancestors), found without a symlink, and outside every other mount
+        (the root's tree changes only through calls the Sentry sees)."""
+        if not (self.cache_root and tgt.plain and req.handle == HANDLE_ROOT):
+            return False
+        if path != _norm(path) or req.name != path.encode("utf-8", "surrogateescape"):
+            return False
+        probe = path + "/"
+        return not any(probe.startswith(m) for m in self.mount_prefixes)
 
     # -- paths ---------------------------------------------------------------------
     def _fd_path_raw(self, fd: int) -> str:
@@ -204,7 +242,7 @@ class FileServer:
             # No symlink on the way: the canonical path is the lexical one (`..` included:
             # the kernel applies it to the same names), already checked.
             return _Target(gsys.openat2(self.root_fd, raw, flags, 0,
-                                        _RESOLVE | gsys.RESOLVE_NO_SYMLINKS), norm)
+                                        _RESOLVE | gsys.RESOLVE_NO_SYMLINKS), norm, True)
         except OSError as exc:
             if exc.errno != E.ELOOP:
                 raise Refused(exc.errno or E.EIO, RULE_NONE, -1, norm) from None
@@ -338,11 +376,14 @@ class FileServer:
         path = self.request_path(req, req.handle, req.name, fds)
         spath = self.synthetic(path)
         follow = not req.at_flags & gsys.AT_SYMLINK_NOFOLLOW
+        flags = 0
         if spath is not None:
             fd, tpath = self._synthetic_fd(spath), spath
         else:
             tgt = self.probe(path, follow, False)
             fd, tpath = tgt.fd, tgt.path
+            if self.cache_root and self.cacheable(req, path, tgt):
+                flags = REPLY_CACHEABLE
         try:
             if req.op == Op.STATX:
                 data = gsys.statx_raw(fd, b"", gsys.AT_EMPTY_PATH | (req.at_flags & gsys.AT_STATX_SYNC_TYPE),
@@ -351,7 +392,8 @@ class FileServer:
                 data = gsys.fstatat_raw(fd, b"", gsys.AT_EMPTY_PATH)
         finally:
             os.close(fd)
-        return self._ok(data, tpath)
+        return Reply(0, RULE_NONE, -1, data, tpath.encode("utf-8", "surrogateescape"), -1,
+                     flags), -1
 
     def op_access(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
         path = self.request_path(req, req.handle, req.name, fds)

@@ -17,6 +17,17 @@ profile allows them: untrapped, they would bypass the path rules.
 
 Every refusal the Gofer attributes to a rule (deny / readonly globs), and every EACCES,
 EPERM, EROFS, EXDEV or magic-link ELOOP the kernel gave the Gofer, is a `file` event.
+
+The attribute cache (root `cache: exclusive`, docs/gofer.md): a successful stat the Gofer
+marks REPLY_CACHEABLE is kept under the bytes the Sentry read (absolute names only) and
+answers the same call again without a Gofer round trip. Everything the sandbox can do to
+change such an answer reaches the Sentry first, which then drops the whole cache: a call
+the Gofer makes that changes a name or a file (before it is sent and again after the
+reply, so a stat answered in between cannot survive), and fchmod/fchown/f*xattr, trapped
+for it (@gofer-observed). A file opened for writing, or changed through a descriptor, is
+never cached again (its contents and times change without a call the Sentry sees): its
+(device, inode) goes into a set every insertion is checked against. An insertion made
+while the cache was dropped takes itself back (a generation count), so no lock is taken.
 """
 
 from __future__ import annotations
@@ -33,8 +44,9 @@ from typing import Any, Callable
 from ..gofer import sys as gsys
 from ..gofer.client import GoferClient, GoferGone
 from ..gofer.policy import RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC
-from ..gofer.protocol import HANDLE_ROOT, OPEN_NO_WAIT, WOULD_BLOCK, Op, Reply, Request
-from .call import Call, Decision, Errno, InjectFd, Kill, Memory, Return, SentryContext
+from ..gofer.protocol import (HANDLE_ROOT, OPEN_NO_WAIT, REPLY_CACHEABLE, WOULD_BLOCK, Op,
+                              Reply, Request)
+from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Memory, Return, SentryContext
 from .dispatch_util import Deferred, defers, read_comm
 from .table import Entry
 
@@ -58,11 +70,50 @@ class _Task:
     nstid: int
 
 
+# Gofer operations that change nothing (an OPEN changes something only with these flags)
+_READ_OPS = frozenset((Op.PING, Op.STAT, Op.STATX, Op.ACCESS, Op.READLINK, Op.CHDIR,
+                       Op.GETPATH))
+_WRITE_OPEN = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | 0o20000000  # | __O_TMPFILE
+_CACHE_MAX = 16384  # entries; a full cache starts again empty
+_VOLATILE_MAX = 65536  # inodes; past this the cache is switched off for the run
+_AT_STATX_FORCE_SYNC = 0x2000
+
+
 @dataclass
 class FsState:
     client: GoferClient
     tasks: dict[int, _Task] = field(default_factory=dict)  # host tid -> ids
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # the attribute cache (module docstring)
+    cache_on: bool = False
+    attrs: dict[tuple[int, bytes, int, int], bytes] = field(default_factory=dict)
+    gen: int = 0
+    volatile: set[tuple[int, int]] = field(default_factory=set)
+    hits: int = 0
+    misses: int = 0
+    drops: int = 0
+
+    def drop_cache(self) -> None:
+        self.gen += 1  # first: an insertion racing with this sees the change
+        self.attrs.clear()
+        self.drops += 1
+
+    def mark_volatile(self, dev: int, ino: int) -> None:
+        if len(self.volatile) >= _VOLATILE_MAX:
+            self.cache_on = False
+        self.volatile.add((dev, ino))
+
+    def remember(self, key: tuple[int, bytes, int, int], data: bytes, gen: int) -> None:
+        """Keep a cacheable stat answer got while the generation was `gen`."""
+        ident = _inode(key[0], data)
+        if ident is None or ident in self.volatile or not self.cache_on:
+            return
+        attrs = self.attrs
+        if len(attrs) >= _CACHE_MAX:
+            attrs.clear()
+        attrs[key] = data
+        if self.gen != gen:  # dropped meanwhile: the answer may predate the change
+            attrs.pop(key, None)
 
     def task(self, tid: int) -> _Task:
         t = self.tasks.get(tid)
@@ -97,13 +148,28 @@ class FsState:
         return t
 
 
+def _inode(op: int, data: bytes) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a raw struct stat or struct statx (x86_64), as os.stat gives."""
+    if op == Op.STATX:
+        if len(data) < 144:
+            return None
+        ino, = struct.unpack_from("<Q", data, 32)
+        major, minor = struct.unpack_from("<II", data, 136)
+        return (os.makedev(major, minor), ino) if ino else None
+    if len(data) < 16:
+        return None
+    dev, ino = struct.unpack_from("<QQ", data, 0)
+    return (dev, ino) if ino else None
+
+
 def _state(ctx: SentryContext) -> FsState:
     st = ctx.extra.get("fs")
     if st is None:
         sock = ctx.gofer_sock
         if isinstance(sock, int):
             sock = socket.socket(fileno=sock)
-        st = ctx.extra.setdefault("fs", FsState(GoferClient(sock)))
+        st = ctx.extra.setdefault("fs", FsState(
+            GoferClient(sock), cache_on=ctx.plan.gofer.root.cache == "exclusive"))
     return st
 
 
@@ -167,7 +233,19 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
 
 def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
     t = st.task(call.pid)
-    return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
+    op = req.op
+    if not st.cache_on or op in _READ_OPS or (op == Op.OPEN and not req.flags & _WRITE_OPEN):
+        return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
+    # a change: drop the attribute cache before and after (module docstring)
+    st.drop_cache()
+    try:
+        rep = st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
+        if op == Op.OPEN and rep.fd >= 0:
+            s = os.fstat(rep.fd)  # opened for writing: never cached again
+            st.mark_volatile(s.st_dev, s.st_ino)
+    finally:
+        st.drop_cache()
+    return rep
 
 
 def _refused(ctx: SentryContext, call: Call, req: Request, rep: Reply) -> None:
@@ -332,16 +410,31 @@ def _stat(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: in
                 sx = None if statx_mask is None else (at_flags, statx_mask)
                 return _fd_stat(call, mem, dirfd, buf, sx, st)
             name = b"."
+        op = Op.STAT if statx_mask is None else Op.STATX
+        flags = at_flags & ~gsys.AT_EMPTY_PATH
+        key = None
+        if st.cache_on and name[:1] == b"/" and not flags & _AT_STATX_FORCE_SYNC:
+            key = (op, name, flags, statx_mask or 0)
+            data = st.attrs.get(key)
+            if data is not None:
+                st.hits += 1
+                try:
+                    mem.write(buf, data)
+                except OSError:
+                    return Errno(E.EFAULT)
+                return Return(0)
+            st.misses += 1
+        gen = st.gen
         w = _where(st, call, dirfd, name)
         try:
-            op = Op.STAT if statx_mask is None else Op.STATX
-            req = Request(op, w.name, w.handle, at_flags=at_flags & ~gsys.AT_EMPTY_PATH,
-                          a=(statx_mask or 0, 0, 0, 0))
+            req = Request(op, w.name, w.handle, at_flags=flags, a=(statx_mask or 0, 0, 0, 0))
             rep = _simple(ctx, call, st, req, w.fds)
         finally:
             w.close()
         if rep.errno:
             return Errno(rep.errno)
+        if key is not None and rep.flags & REPLY_CACHEABLE:
+            st.remember(key, rep.data, gen)
         try:
             mem.write(buf, rep.data)
         except OSError:
@@ -871,6 +964,40 @@ def handle_inotify_add_watch(ctx: SentryContext, call: Call, mem: Memory) -> Dec
     return _serve(ctx, call, body)
 
 
+# -- calls observed for the attribute cache ----------------------------------------------------
+
+
+def observe_fd_meta(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
+    """fchmod, fchown, fsetxattr, fremovexattr (@gofer-observed): the kernel runs them as
+    made (nothing is read from the caller: CONTINUE is safe); first the file is marked
+    never to be cached again and the cache is dropped, so no stat answer older than the
+    change can be kept."""
+    st = ctx.extra.get("fs")
+    if st is None or not st.cache_on:
+        return Continue()
+    try:
+        fd = _dirfd(call.pid, _s32(call.args[0]))
+        try:
+            s = os.fstat(fd)
+        finally:
+            os.close(fd)
+        st.mark_volatile(s.st_dev, s.st_ino)
+    except (_Fail, OSError):
+        pass  # not a descriptor of the caller's: the kernel refuses the call (EBADF)
+    st.drop_cache()
+    return Continue()
+
+
+def cache_report(ctx: SentryContext) -> str | None:
+    """One line for the debug log: what the attribute cache did in this run."""
+    st = ctx.extra.get("fs")
+    if st is None or not isinstance(st, FsState):
+        return None
+    state = "on" if st.cache_on else "off"
+    return (f"attribute cache ({state}): {st.hits} hits, {st.misses} misses, {st.drops} drops, "
+            f"{len(st.volatile)} files never cached")
+
+
 def _e(fn: str, note: str, *, block: bool = False, status: str = "supported") -> Entry:
     return Entry(f"sandboxctl.sentry.handlers_fs:{fn}", status, note, may_block=block)  # type: ignore[arg-type]
 
@@ -929,6 +1056,9 @@ TABLE: dict[str, Entry] = {
     "inotify_add_watch": _e("handle_inotify_add_watch",
                             "added by the Sentry on the Gofer's O_PATH descriptor"),
 }
+TABLE["fd_meta"] = Entry("sandboxctl.sentry.handlers_fs:observe_fd_meta", "supported",
+                         "run by the kernel; first the Sentry's attribute cache forgets the file",
+                         syscalls=("fchmod", "fchown", "fsetxattr", "fremovexattr"))
 for _name in ("setxattr", "lsetxattr", "removexattr", "lremovexattr", "fanotify_mark",
               "name_to_handle_at", "acct", "swapon", "swapoff", "chroot", "pivot_root", "mount",
               "umount2", "quotactl", "uselib"):
@@ -936,4 +1066,4 @@ for _name in ("setxattr", "lsetxattr", "removexattr", "lremovexattr", "fanotify_
                          "a path call the Gofer does not serve: refused with a file event")
 
 
-__all__ = ["TABLE", "FsState"]
+__all__ = ["TABLE", "FsState", "cache_report"]

@@ -979,6 +979,10 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
         result = tracer.run()
         if log is not None:
             log(f"program exited: {result}")
+            from .handlers_fs import cache_report
+
+            if (line := cache_report(ctx)) is not None:
+                log(line)
         return 0
     except BaseException as exc:  # noqa: BLE001
         return report_failure(exc, run, child_pidfd, out)

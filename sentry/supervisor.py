@@ -261,6 +261,10 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
         loop.run()
         if log is not None:
             log(f"no sandboxed task left; served {loop.served} calls")
+            from .handlers_fs import cache_report
+
+            if (line := cache_report(ctx)) is not None:
+                log(line)
         return 0
     except BaseException as exc:
         return report_failure(exc, run, child_pidfd, out)
