@@ -8,7 +8,10 @@ Two workloads, every runner in the same run:
   import  `python3 -c 'import json, email, http.client'`, wall-clock time of the whole
           command (start-up of each sandbox included), median of --repeat runs
 
-and the cost of one trapped call: (sandboxctl loop - native loop) / (2 N), in microseconds.
+and the cost of one trapped call in microseconds: an open (the Gofer opens, the Sentry
+injects the descriptor) and a stat, answered from the Sentry's attribute cache (the
+default root, `cache: exclusive`) and through the Gofer (`cache: shared`), each timed by
+a C loop of N calls of one kind, less the same loop natively.
 
     bench/files.py                    # N = 20,000, 5 import runs
     bench/files.py --count 5000 --no-runsc
@@ -51,6 +54,40 @@ int main(int argc, char **argv) {
 }
 """
 
+# N x open+close, then N x stat: "CALLS <open ns> <stat ns>"
+CALLS_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+static long now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+                        return t.tv_sec * 1000000000L + t.tv_nsec; }
+int main(int argc, char **argv) {
+    long n = atol(argv[2]); struct stat st;
+    long a = now();
+    for (long i = 0; i < n; i++) {
+        int fd = open(argv[1], O_RDONLY);
+        if (fd < 0) { perror("open"); return 2; }
+        close(fd);
+    }
+    long b = now();
+    for (long i = 0; i < n; i++)
+        if (stat(argv[1], &st)) { perror("stat"); return 3; }
+    printf("CALLS %ld %ld\n", b - a, now() - b);
+    return 0;
+}
+"""
+
+SHARED = """apiVersion: sandboxctl/v1
+kind: SandboxProfile
+metadata: {name: files-bench-shared, description: the default with an uncached root}
+extends: default
+filesystem:
+  root: {source: /, readonly: true, overlay: memory, cache: shared}
+"""
+
 IMPORT = ["python3", "-c", "import json, email, http.client"]
 TARGET = "/usr/lib/python3.11/json/__init__.py"
 
@@ -82,6 +119,16 @@ def loop_ns(prefix: list[str], exe: str, n: int) -> int:
     raise RuntimeError(f"the loop printed no timing: {out!r}")
 
 
+def calls_ns(prefix: list[str], exe: str, n: int) -> tuple[int, int]:
+    """(open+close ns, stat ns) for n calls each."""
+    out = _run(prefix, [exe, TARGET, str(n)])
+    for line in out.splitlines():
+        if line.startswith("CALLS "):
+            _, o, st = line.split()
+            return int(o), int(st)
+    raise RuntimeError(f"the call loop printed no timing: {out!r}")
+
+
 def wall(prefix: list[str], argv: list[str]) -> float:
     t = time.perf_counter()
     _run(prefix, argv)
@@ -103,9 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     use_bwrap = not args.no_bwrap and shutil.which("bwrap") is not None
     with scratch() as tmp:
         exe = build_c(LOOP_C, tmp, "files")
+        calls_exe = build_c(CALLS_C, tmp, "calls")
+        shared = os.path.join(tmp, "shared.yaml")
+        with open(shared, "w") as fh:
+            fh.write(SHARED)
         n = args.count
         rows = []
-        for name, prefix in runners(use_runsc, use_bwrap).items():
+        contenders = runners(use_runsc, use_bwrap)
+        sbx_prefix = contenders["sandboxctl"]
+        for name, prefix in contenders.items():
             reps = args.repeat if name != "runsc ptrace" else max(1, min(args.repeat, 3))
             loop = min(loop_ns(prefix, exe, n) for _ in range(reps))
             imports = statistics.median(wall(prefix, IMPORT) for _ in range(reps))
@@ -118,8 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:14} {loop / 1e6:9.1f} {loop / n / 1000:9.2f} {loop / base[1]:9.1f}x "
                   f"{imp * 1000:10.1f} {imp / base[2]:9.1f}x")
         sbx = next(r for r in rows if r[0] == "sandboxctl")
-        trapped_us = (sbx[1] - base[1]) / (2 * n) / 1000
-        print(f"\none trapped file call (open or stat through the Gofer): {trapped_us:.1f} us")
+        # one trapped call of each kind: best of --repeat, less the native loop
+        shared_prefix = sbx_prefix[:-2] + [shared, "--"]
+        per = {}
+        for label, prefix in (("native", []), ("exclusive", sbx_prefix), ("shared", shared_prefix)):
+            got = [calls_ns(prefix, calls_exe, n) for _ in range(args.repeat)]
+            per[label] = (min(g[0] for g in got), min(g[1] for g in got))
+        nat = per["native"]
+        us = {k: ((v[0] - nat[0]) / n / 1000, (v[1] - nat[1]) / n / 1000) for k, v in per.items()}
+        print(f"\none trapped call, us: open (the Gofer opens, the Sentry injects) "
+              f"{us['exclusive'][0]:.1f}; stat from the attribute cache {us['exclusive'][1]:.1f}; "
+              f"stat through the Gofer (cache: shared) {us['shared'][1]:.1f}")
         rs = next((r for r in rows if r[0] == "runsc ptrace"), None)
         if rs is not None:
             print(f"sandboxctl / runsc: loop {sbx[1] / rs[1]:.2f}x, import {sbx[2] / rs[2]:.2f}x "

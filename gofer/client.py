@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import errno as E
 import itertools
-import os
 import socket
 import threading
 
 from .protocol import (MAX_MESSAGE, ProtocolError, Reply, Request, close_all, decode_header,
-                       decode_reply, encode_request, recv_message, Spinner)
+                       decode_reply, encode_request, recv_message, send_message, Spinner)
 
 # How long the Sentry polls for a reply before sleeping: a Gofer call takes tens of
 # microseconds; waking a sleeping thread on another CPU can cost as much again.
@@ -45,10 +44,7 @@ class GoferClient:
         req_id = next(self._ids) & 0xFFFFFFFF
         msg = encode_request(req_id, req)
         try:
-            if fds:
-                socket.send_fds(self.sock, [msg], list(fds))
-            else:
-                self.sock.sendmsg([msg])
+            send_message(self.sock, msg, fds)
         except OSError as exc:
             self._dead = True
             raise GoferGone(exc.errno or E.EPIPE, "the Gofer is gone") from exc

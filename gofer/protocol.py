@@ -257,11 +257,24 @@ def recv_message(sock: socket.socket, buf: bytearray, spinner: Spinner | None = 
         n, anc, flags, _ = sock.recvmsg_into([buf], _FD_SPACE)
     fds: list[int] = []
     for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
             a = array.array("i")
             a.frombytes(data[:len(data) - len(data) % a.itemsize])
             fds.extend(a)
     return memoryview(buf)[:n], fds, flags
+
+
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+
+
+def send_message(sock: socket.socket, msg: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """One packet, with `fds` attached as SCM_RIGHTS (socket.send_fds without its
+    per-call overhead: this is on every trapped file call)."""
+    if fds:
+        sock.sendmsg([msg], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds).tobytes())])
+    else:
+        sock.sendmsg([msg])
 
 
 def close_all(fds: list[int]) -> None:
@@ -272,6 +285,6 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
-__all__ = ["recv_message", "Spinner", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "REPLY_CACHEABLE", "Op",
+__all__ = ["recv_message", "send_message", "Spinner", "close_all", "MAGIC", "VERSION", "HEADER", "MAX_MESSAGE", "MAX_FDS", "HANDLE_ROOT", "OPEN_NO_WAIT", "WOULD_BLOCK", "REPLY_CACHEABLE", "Op",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_header",
            "decode_request", "encode_reply", "decode_reply"]

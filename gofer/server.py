@@ -36,7 +36,7 @@ from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_S
 from .protocol import (HANDLE_ROOT, MAX_FDS, MAX_MESSAGE, OPEN_NO_WAIT, REPLY_CACHEABLE,
                        WOULD_BLOCK, Op, ProtocolError, Reply, Request,
                        close_all, decode_header, decode_request, encode_reply, recv_message,
-                       Spinner)
+                       send_message, Spinner)
 
 _RESOLVE = gsys.RESOLVE_IN_ROOT | gsys.RESOLVE_NO_MAGICLINKS
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
@@ -69,6 +69,8 @@ class _Target:
 
 def _norm(path: str) -> str:
     """posixpath.normpath, but a leading "//" is "/" (as the kernel reads it)."""
+    if path[:1] == "/" and "//" not in path and "/." not in path and path[-1] != "/":
+        return path  # already normal (the common case, without normpath's cost)
     norm = posixpath.normpath(path)
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 
@@ -716,10 +718,7 @@ class FileServer:
     def _send(sock: socket.socket, op: int, req_id: int, reply: Reply, fd: int) -> None:
         msg = encode_reply(op, req_id, reply)
         try:
-            if fd >= 0:
-                socket.send_fds(sock, [msg], [fd])
-            else:
-                sock.sendmsg([msg])
+            send_message(sock, msg, (fd,) if fd >= 0 else ())
         except OSError:
             pass  # the Sentry is gone; the loop ends at the next recv
         finally:
