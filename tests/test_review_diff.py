@@ -217,6 +217,23 @@ def test_mediation_is_one_row_not_one_per_path_call(base_dir):
     assert re.search(r"\(\d+ path calls: access, ", changes[0].why), changes[0].why
 
 
+def test_root_cache_is_one_info_row_not_one_per_observed_call(base_dir):
+    """cache: exclusive traps fchmod/fchown/f*xattr only to tell the Sentry's attribute
+    cache; turning it off is one root row, and permits nothing new."""
+    fs = "filesystem:\n  root: {source: /, readonly: true, overlay: memory%s}\n"
+    excl = compile_profile(write(base_dir / "excl.yaml", profile_text(
+        {"syscalls": None, "filesystem": fs % ""})))
+    shared = compile_profile(write(base_dir / "shared.yaml", profile_text(
+        {"syscalls": None, "filesystem": fs % ", cache: shared"})))
+    assert any(r.handler == "fd_meta" for r in excl.seccomp.rules)
+    assert not any(r.handler == "fd_meta" for r in shared.seccomp.rules)
+    for a, b in ((excl, shared), (shared, excl)):
+        changes = diff_plans(a, b, BOOK)
+        assert [(c.what, c.subject, c.risk) for c in changes] == \
+            [("root", "filesystem.root", "info")], changes
+    assert "cache=shared" in diff_plans(excl, shared, BOOK)[0].after
+
+
 def test_network_mode_both_ways(base_dir, base_plan):
     none = compile_profile(write(base_dir / "none.yaml", profile_text({"network": "network:\n  mode: none\n"})))
     widened = _rows(diff_plans(none, base_plan, BOOK))
