@@ -187,8 +187,10 @@ def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w
                 os.close(fd)
             except OSError:
                 pass
+    # tmpfs mounts are the sandbox's alone (every change to them is a call the Sentry sees):
+    # cached like the root; binds, proc and dev are not
     server = FileServer(root_fd, fd_dir, policy, cache_root=plan.gofer.root.cache == "exclusive",
-                        mounts=tuple(m.target for m in plan.gofer.mounts))
+                        mounts=tuple(m.target for m in plan.gofer.mounts if m.type != "tmpfs"))
     confine.become(plan.launch.uid, plan.launch.gid, keep_caps)
     confine.load_filter()
     os.write(ready_w, b"ready")

@@ -19,9 +19,10 @@ message (a directory the Sentry took from the program with pidfd_getfd). A reply
 
 with the descriptor it returns (if any) attached. `path` is the canonical sandbox path the
 Gofer resolved (for events). `flags` bit 0 (REPLY_CACHEABLE, on STAT/STATX replies): the
-answer depends only on the root's own tree, reached without a symlink, `.` or `..` and
-outside every other mount, so a Sentry whose root is `cache: exclusive` may keep it until
-the sandbox changes a name or a file (version 1 had a 0 byte there). Anything that does not parse is answered with EPROTO (if a
+answer depends only on the sandbox's own files (the root or a tmpfs mount, reached
+without a symlink, `.` or `..`, outside every bind, proc and dev mount), so a Sentry whose
+root is `cache: exclusive` may keep it until the sandbox changes a name or a file
+(version 1 had a 0 byte there). Anything that does not parse is answered with EPROTO (if a
 request id can be read) or dropped; it never stops the Gofer.
 """
 

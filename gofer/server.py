@@ -126,8 +126,8 @@ class FileServer:
         self.root_prefix = self._fd_path_raw(root_fd).rstrip("/")
         self._blocking = threading.BoundedSemaphore(_MAX_BLOCKING)
         # stat answers the Sentry may cache (docs/gofer.md, "The attribute cache"): the
-        # root is `cache: exclusive`, and these are the targets of the profile's other
-        # mounts, whose trees are never cached
+        # root is `cache: exclusive`, and these are the targets of the mounts whose trees
+        # are never cached (binds, proc, dev: changed from outside the sandbox's calls)
         self.cache_root = cache_root
         self.mount_prefixes = tuple(m.rstrip("/") + "/" for m in self._mount_points(mounts)
                                     if m.rstrip("/"))
