@@ -333,7 +333,7 @@ def suggest_dest(plan: Plan | None, name: str, dest: str, port: int, proto: str,
     lines.append("  egress:")
     lines.append(f"    - {{{target}, ports: [{port}], protocol: {proto_s}}}")
     v = book.network_verdict("egress_internal" if internal else "egress_host")
-    return "\n".join(lines) + "\n", f"allow this one destination and port", v.risk, v.why
+    return "\n".join(lines) + "\n", "allow this one destination and port", v.risk, v.why
 
 
 # -- hypothetical queries ----------------------------------------------------------------

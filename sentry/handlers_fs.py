@@ -119,14 +119,12 @@ class FsState:
         t = self.tasks.get(tid)
         if t is not None:
             return t
-        tgid, ppid, nspid, nstid = tid, 0, 0, 0
+        tgid, nspid, nstid = tid, 0, 0
         try:
             with open(f"/proc/{tid}/status", "rb") as fh:
                 for line in fh:
                     if line.startswith(b"Tgid:"):
                         tgid = int(line.split()[1])
-                    elif line.startswith(b"PPid:"):
-                        ppid = int(line.split()[1])
                     elif line.startswith(b"NSpid:"):
                         nspid = int(line.split()[-1])
         except (OSError, ValueError, IndexError):
@@ -138,8 +136,6 @@ class FsState:
                     for line in fh:
                         if line.startswith(b"NSpid:"):
                             nspid = int(line.split()[-1])
-                        elif line.startswith(b"PPid:"):
-                            ppid = int(line.split()[1])
             except (OSError, ValueError, IndexError):
                 pass
         t = _Task(tgid, nspid, nstid)
@@ -402,7 +398,6 @@ def _stat(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: in
           at_flags: int, statx_mask: int | None) -> Decision:
     def body(st: FsState) -> Decision:
         name = _read_path(mem, path_addr)
-        nonlocal dirfd
         if not name:
             if not at_flags & gsys.AT_EMPTY_PATH:
                 return Errno(E.ENOENT)

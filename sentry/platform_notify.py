@@ -427,7 +427,7 @@ class NotifyLoop:
         if self.watcher is None:
             self.start_workers()
         fd = self.fd
-        notif, buf, size = self.notif, self.notif_buf, ctypes.sizeof(self.notif_buf)
+        buf, size = self.notif_buf, ctypes.sizeof(self.notif_buf)
         pbuf = ctypes.addressof(buf)
         RECV = self.RECV
         disp = self.dispatcher

@@ -10,7 +10,6 @@ Gofer, which answers are marked cacheable."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import subprocess
