@@ -77,6 +77,7 @@ _WRITE_OPEN = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | 0o20000000  # 
 _CACHE_MAX = 16384  # entries; a full cache starts again empty
 _VOLATILE_MAX = 65536  # inodes; past this the cache is switched off for the run
 _AT_STATX_FORCE_SYNC = 0x2000
+_TASKS_MAX = 4096  # remembered thread ids; past this the map starts again empty
 
 
 @dataclass
@@ -115,8 +116,11 @@ class FsState:
         if self.gen != gen:  # dropped meanwhile: the answer may predate the change
             attrs.pop(key, None)
 
-    def task(self, tid: int) -> _Task:
-        t = self.tasks.get(tid)
+    def task(self, tid: int, fresh: bool = False) -> _Task:
+        """The ids of host thread `tid`, remembered. Thread ids are reused once a task is
+        gone (the Sentry does not see exits), so `fresh` reads them again: for what
+        depends on them being right (a /proc/self path, a pidfd of the caller)."""
+        t = None if fresh else self.tasks.get(tid)
         if t is not None:
             return t
         tgid, nspid, nstid = tid, 0, 0
@@ -140,6 +144,8 @@ class FsState:
                 pass
         t = _Task(tgid, nspid, nstid)
         with self.lock:
+            if len(self.tasks) >= _TASKS_MAX:  # bounded: a build may start 100,000s
+                self.tasks.clear()
             self.tasks[tid] = t
         return t
 
@@ -228,7 +234,10 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
 
 
 def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
-    t = st.task(call.pid)
+    # the Gofer maps /proc/self, /proc/thread-self, /proc/mounts and /proc/net to the
+    # caller's pid: a name that may hold one of them gets ids read now, not remembered
+    name = req.name
+    t = st.task(call.pid, b"self" in name or b"mounts" in name or b"net" in name)
     op = req.op
     if not st.cache_on or op in _READ_OPS or (op == Op.OPEN and not req.flags & _WRITE_OPEN):
         return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
@@ -945,7 +954,7 @@ def handle_inotify_add_watch(ctx: SentryContext, call: Call, mem: Memory) -> Dec
         fd = _opath(ctx, call, st, mem, AT_FDCWD, a[1], not mask & _IN_DONT_FOLLOW)
         ifd = pidfd = -1
         try:
-            pidfd = os.pidfd_open(st.task(call.pid).tgid)
+            pidfd = os.pidfd_open(st.task(call.pid, fresh=True).tgid)
             ifd = gsys.pidfd_getfd(pidfd, _s32(a[0]))
             return Return(gsys.inotify_add_watch(ifd, f"/proc/self/fd/{fd}".encode(),
                                                  mask & ~_IN_DONT_FOLLOW))

@@ -260,3 +260,26 @@ def test_the_gofer_marks_only_answers_from_the_roots_own_tree(gofer):
 def test_a_shared_root_marks_nothing(gofer):
     client = gofer("shared")
     assert _flags(client, b"/usr/bin/env") == (0, 0)
+
+
+# -- the Sentry's map of thread ids (FsState.task) ---------------------------------------
+
+
+def test_thread_ids_are_read_again_where_they_matter_and_the_map_is_bounded():
+    """A thread id is reused once its task is gone, and the Sentry does not see exits: a
+    remembered entry may name a dead task. /proc/self paths and pidfds of the caller
+    read the ids again; the map does not grow without end."""
+    import threading
+    from sandboxctl.sentry import handlers_fs as hf
+
+    st = hf.FsState(client=None)  # type: ignore[arg-type]
+    me = threading.get_native_id()
+    st.tasks[me] = hf._Task(tgid=1, nspid=999999, nstid=999999)  # a stale entry
+    assert st.task(me).nspid == 999999  # remembered: the hot path reads no /proc
+    fresh = st.task(me, fresh=True)
+    assert (fresh.tgid, fresh.nspid) == (os.getpid(), os.getpid())  # no pid namespace here
+    assert st.tasks[me] == fresh
+    for tid in range(1, hf._TASKS_MAX + 10):
+        st.tasks.setdefault(10_000_000 + tid, fresh)
+    st.task(me, fresh=True)
+    assert len(st.tasks) <= hf._TASKS_MAX
