@@ -406,8 +406,11 @@ def explain_syscall(plan: Plan, name: str, args: list[str], book: RiskBook) -> A
     action = rule.action
     outcome = f"deny {_errno.errorcode.get(rule.errno, rule.errno)}" if action == "deny" else action
     allowed = action in ("allow", "log", "emulate")
+    handler = getattr(rule, "handler", None)
     if action == "emulate":
-        why = f"{call}: implemented by the Sentry ({getattr(rule, 'handler', '') or 'handler'}), per {by}"
+        why = f"{call}: implemented by the Sentry ({handler or 'handler'}), per {by}"
+    elif action == "allow" and getattr(rule, "trap", False) and handler in _OBSERVERS:
+        why = f"{call}: {outcome}, decided by {by}; {_OBSERVERS[handler]}"
     else:
         why = f"{call}: {outcome}, decided by {by}"
     snippet = advice = ""
@@ -415,6 +418,15 @@ def explain_syscall(plan: Plan, name: str, args: list[str], book: RiskBook) -> A
         snippet, advice = suggest_syscall(name, [full] if values else [], book)
     return Answer(call, "syscall", outcome, allowed, where, text, why, purpose_of(name, book), sr.risk,
                   sr.why, snippet, advice)
+
+
+# Handlers of allowed calls the Sentry only looks at before the kernel runs them
+_OBSERVERS = {
+    "execve": "the Sentry records the path and argv first (audit.exec), then the kernel runs it",
+    "fd_meta": "the Sentry's attribute cache forgets the file first (root cache: exclusive), "
+               "then the kernel runs it",
+    "observe": "the Sentry evaluated the rules in order first, then the kernel runs it",
+}
 
 
 def explain_path(plan: Plan, path: str, book: RiskBook) -> Answer:

@@ -179,6 +179,12 @@ def test_hypothetical_syscalls(tmp_path):
     assert u["outcome"] == "emulate" and u["allowed"] is True
     bad = cli("explain", "-p", str(profile), "sockett")
     assert bad.returncode == 1 and "did you mean socket" in bad.stderr
+    # allowed calls the Sentry looks at first say so
+    f = json.loads(cli("explain", "-p", "default", "fchmod", "--json").stdout)
+    assert f["allowed"] is True and "attribute cache forgets the file" in f["why"]
+    assert f["rule_text"].startswith("root: {source: /")
+    e = json.loads(cli("explain", "-p", "default", "execve", "--json").stdout)
+    assert "records the path and argv" in e["why"]
     human = sandboxctl("explain", "-p", str(profile), "memfd_create").stdout
     assert human.startswith("memfd_create(...): refused (deny EPERM)")
     assert f"h.yaml:{line_of(profile, '- memfd_create')}:7" in human
