@@ -5,7 +5,9 @@
 
 Each contender runs `true` N times in turn (interleaved, so a busy moment hurts everyone
 alike); the table shows the median and the best wall-clock time, and the ratios of
-sandboxctl's median to each other one. The issue's target: sandboxctl <= 0.4x runsc.
+sandboxctl's median to each other one. "CPython floor" is bench/floor_launch.py, what
+any launcher written in Python pays at least (interpreter, namespaces, a read-only root,
+pivot_root, exec; no sandboxctl layer), for scale. The issue's target: sandboxctl <= 0.4x runsc.
 Not a test: it prints a table. Run it as root (runsc do needs it).
 """
 
@@ -65,6 +67,10 @@ def main() -> int:
                  "from sandboxctl.cli.main import main; sys.exit(main())")
         contenders["sandboxctl (no editable finder)"] = [
             sys.executable, "-S", "-c", entry, "apply", args.profile, "--", "true"]
+    # What a launcher written in Python pays at least: the interpreter, namespaces, a
+    # read-only root, pivot_root, exec (bench/floor_launch.py: no sandboxctl layer at all)
+    contenders["CPython floor (no layers)"] = [
+        sys.executable, "-S", "-E", str(REPO / "bench" / "floor_launch.py"), "true"]
     if shutil.which("bwrap"):
         contenders["bwrap"] = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
                                "--proc", "/proc", "--dev", "/dev", "true"]

@@ -100,7 +100,19 @@ def test_documented_startup_benchmark_runs() -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     for row in ("native", "sandboxctl (profile)", "sandboxctl (plan.json)",
-                "sandboxctl (no editable finder)", "sandboxctl ptrace"):
+                "sandboxctl (no editable finder)", "sandboxctl ptrace", "CPython floor (no layers)"):
         line = next((l for l in r.stdout.splitlines() if l.startswith(row + " ")), None)
         assert line is not None, r.stdout
         assert float(line[len(row):].split()[0]) > 0
+
+
+def test_the_floor_launcher_is_a_real_launch() -> None:
+    """bench/floor_launch.py, the table's scale row, really does what it is priced for:
+    the program is pid 1 of a new pid namespace, in a read-only root, with its own /proc."""
+    script = ("echo pid=$$; touch /floor-probe 2>/dev/null && echo writable || echo read-only; "
+              "ls /proc | grep -c '^[0-9]'")
+    r = subprocess.run([PY, "-S", "-E", str(REPO / "bench" / "floor_launch.py"), "sh", "-c", script],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["pid=1", "read-only", "3"], r.stdout  # sh, ls, grep only
+    assert not Path("/floor-probe").exists()
