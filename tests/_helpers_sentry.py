@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -251,7 +250,6 @@ int main(void) {
 
 def try_socket(ctx, call, mem):
     """What a compromised handler would try: a new socket. The Sentry's filter refuses."""
-    import errno
     import socket
 
     from sandboxctl.sentry.call import Return

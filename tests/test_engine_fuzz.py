@@ -2,7 +2,6 @@
 and the compiler. Nothing but ProfileError may ever escape."""
 
 import json
-import os
 import tempfile
 from pathlib import Path
 

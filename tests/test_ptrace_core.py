@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import textwrap
 
 import pytest
 

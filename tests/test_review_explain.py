@@ -10,8 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from _helpers_review import cli, line_of, sandboxctl, write
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from _helpers_sentry import build_programs, env, events, make_plan
+from _helpers_sentry import build_programs, env, make_plan
 
 from sandboxctl.sentry.confine import drop_capabilities
 from sandboxctl.sentry.runs import new_run
