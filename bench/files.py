@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=20_000, help="open+close+stat rounds")
-    ap.add_argument("--repeat", type=int, default=5, help="runs of each (median for import, "
-                    "best for the loop)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each, interleaved (median "
+                    "for import, best for the loop)")
     ap.add_argument("--no-runsc", action="store_true", help="skip gVisor")
     ap.add_argument("--no-bwrap", action="store_true", help="skip bubblewrap")
     args = ap.parse_args(argv)
@@ -158,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         contenders = runners(use_runsc, use_bwrap)
         sbx_prefix = contenders["sandboxctl"]
-        for name, prefix in contenders.items():
-            reps = args.repeat if name != "runsc ptrace" else max(1, min(args.repeat, 3))
-            loop = min(loop_ns(prefix, exe, n) for _ in range(reps))
-            imports = statistics.median(wall(prefix, IMPORT) for _ in range(reps))
-            rows.append((name, loop, imports))
+        # every contender the same number of runs, interleaved (a busy moment hurts all)
+        loops: dict[str, list[int]] = {name: [] for name in contenders}
+        walls: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.repeat):
+            for name, prefix in contenders.items():
+                loops[name].append(loop_ns(prefix, exe, n))
+                walls[name].append(wall(prefix, IMPORT))
+        for name in contenders:
+            rows.append((name, min(loops[name]), statistics.median(walls[name])))
         base = rows[0]
         print(f"loop: {n:,} x (open + close + stat) of {TARGET}; import: {' '.join(IMPORT)}")
         print(f"{'':14} {'loop ms':>9} {'us/round':>9} {'vs native':>10} {'import ms':>10} "
