@@ -12,13 +12,19 @@ this user owns them and their folder and neither is writable by others.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from .plan import Plan
+
+try:
+    # CPython's own SHA-256: the same digest as hashlib's, without importing OpenSSL's
+    # (~2.5 ms on `apply`'s start-up path, which reads the cache on every run)
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - another interpreter, or Python 3.12+ (_sha2)
+    from hashlib import sha256 as _sha256
 
 CACHE_FORMAT = 1
 
@@ -48,7 +54,7 @@ def _engine_stamp() -> list[Any]:
 
 def _sha(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return _sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
 
@@ -56,7 +62,7 @@ def _sha(path: Path) -> str | None:
 def _key(path: str | Path, display: str | None, overrides: Mapping[str, Any] | None) -> str:
     data = [CACHE_FORMAT, str(Path(path).resolve()), display or str(path), os.getcwd(),
             json.dumps(overrides or {}, sort_keys=True, default=str), _engine_stamp()]
-    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()
+    return _sha256(json.dumps(data, default=str).encode()).hexdigest()
 
 
 def _trusted(path: Path) -> bool:

@@ -13,9 +13,10 @@ import io
 import tempfile
 from typing import Literal
 
-import pyseccomp as sc
-
+from .libseccomp import load as _load_pyseccomp
 from .plan import ArgCond, DefaultAction, Plan, SyscallRule
+
+sc = _load_pyseccomp()
 
 Platform = Literal["seccomp-notify", "ptrace"]
 

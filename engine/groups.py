@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ def profiles_dir() -> Path:
 
 @dataclass(frozen=True)
 class Group:
+    """A named set of syscalls from profiles/groups.yaml."""
+
     name: str
     description: str
     members: tuple[str, ...]  # syscall names and "@group" references, as written
@@ -37,6 +38,8 @@ def load_groups(path: str | None = None) -> dict[str, Group]:
                                        hint="reinstall sandboxctl")]) from None
     # Parsing YAML costs ~50 ms; keep the parsed table next to the Plan cache.
     from .cache import cache_dir
+
+    import hashlib  # here, not at the top: `apply` imports this module but never comes here
 
     cached = cache_dir() / f"groups-{hashlib.sha256(data).hexdigest()[:32]}.json"
     from .cache import _trusted

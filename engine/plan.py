@@ -78,6 +78,8 @@ class SyscallRule:
 
 @dataclass(frozen=True)
 class DefaultAction:
+    """What a call no rule names gets."""
+
     action: Action  # allow | deny | kill | log
     errno: int = 0
     trap: bool = False
@@ -86,6 +88,8 @@ class DefaultAction:
 
 @dataclass(frozen=True)
 class SeccompPlan:
+    """The host filter: the default action and the rules, by syscall number."""
+
     arch: str  # "x86_64"; other ABIs (i386, x32) are always refused
     default: DefaultAction
     rules: tuple[SyscallRule, ...]
@@ -94,6 +98,8 @@ class SeccompPlan:
 
 @dataclass(frozen=True)
 class UnameConfig:
+    """What uname(2) and the synthetic /proc files answer."""
+
     sysname: str = "Linux"
     nodename: str = "sandbox"  # == the sandbox hostname
     release: str = "4.4.0"
@@ -113,6 +119,8 @@ class SyntheticFile:
 
 @dataclass(frozen=True)
 class AuditConfig:
+    """Which refusals and observations become events."""
+
     denials: bool = True  # trap denied calls so each one is an event
     file_access: bool = True  # record refused file accesses
     exec: bool = True  # record execve/execveat paths
@@ -121,6 +129,8 @@ class AuditConfig:
 
 @dataclass(frozen=True)
 class SentryConfig:
+    """What the Sentry serves itself: uname, synthetic files, auditing."""
+
     uname: UnameConfig
     synthetic_files: tuple[SyntheticFile, ...] = ()
     audit: AuditConfig = AuditConfig()
@@ -128,6 +138,8 @@ class SentryConfig:
 
 @dataclass(frozen=True)
 class Mount:
+    """One mount of the profile's filesystem section."""
+
     type: Literal["bind", "tmpfs", "proc", "dev"]
     target: str  # absolute path inside the sandbox
     source: str | None = None  # absolute host path (bind); resolved by the compiler
@@ -139,6 +151,8 @@ class Mount:
 
 @dataclass(frozen=True)
 class RootConfig:
+    """The sandbox's root: a host directory, read-only or not, with an overlay."""
+
     source: str = "/"  # host directory the root is built from
     readonly: bool = True
     overlay: Literal["none", "memory", "dir"] = "memory"
@@ -162,6 +176,8 @@ class PathRule:
 
 @dataclass(frozen=True)
 class GoferConfig:
+    """What the Gofer serves: the mediation mode, the root, mounts and path rules."""
+
     mediation: Literal["gofer", "direct"]
     root: RootConfig
     mounts: tuple[Mount, ...] = ()
@@ -172,6 +188,8 @@ class GoferConfig:
 
 @dataclass(frozen=True)
 class EgressRule:
+    """A destination the sandbox may reach (network mode netstack)."""
+
     cidr: str | None = None  # "10.0.0.0/8"
     host: str | None = None  # "example.com" (bound to the addresses it resolves to)
     ports: tuple[int, ...] = ()  # empty: any port
@@ -181,6 +199,8 @@ class EgressRule:
 
 @dataclass(frozen=True)
 class PublishRule:
+    """A host port forwarded into the sandbox."""
+
     host_addr: str  # "127.0.0.1"
     host_port: int
     sandbox_port: int
@@ -190,6 +210,8 @@ class PublishRule:
 
 @dataclass(frozen=True)
 class NetworkConfig:
+    """The network mode and its rules."""
+
     mode: Literal["none", "netstack", "passthrough"]
     egress: tuple[EgressRule, ...] = ()
     publish: tuple[PublishRule, ...] = ()
@@ -202,6 +224,8 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class Rlimit:
+    """One resource limit (soft and hard)."""
+
     name: str  # "nofile", "nproc", "as", "core", "cpu", "fsize", "stack", "memlock", ...
     soft: int
     hard: int
@@ -210,6 +234,8 @@ class Rlimit:
 
 @dataclass(frozen=True)
 class Resources:
+    """Cgroup limits."""
+
     memory: int | None = None  # bytes
     pids: int | None = None
     cpu: float | None = None  # cores
@@ -218,6 +244,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class LaunchConfig:
+    """How the program starts: command, ids, capabilities, env, limits, platform."""
+
     command: tuple[str, ...]
     cwd: str = "/"
     env: tuple[tuple[str, str], ...] = ()
@@ -234,6 +262,8 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything a sandbox launch needs (the module docstring)."""
+
     version: int
     profile_name: str
     profile_file: str
@@ -283,42 +313,68 @@ def _type_hints(tp: Any) -> dict[str, Any]:
 
 
 def _from_plain(tp: Any, data: Any) -> Any:
+    """`data` (JSON-shaped) read back as type `tp`; TypeError/ValueError/KeyError if it
+    does not fit."""
+    return _reader(tp)(data)
+
+
+@functools.lru_cache(maxsize=None)
+def _reader(tp: Any) -> Any:
+    """A function reading JSON-shaped data as `tp`, built once per type: reading a Plan is
+    on `apply`'s start-up path, and walking the type hints for every value cost ~8 ms."""
     if isinstance(tp, str):
         raise TypeError(f"unresolved annotation {tp!r}")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         hints = _type_hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in data:
-                kwargs[f.name] = _from_plain(hints[f.name], data[f.name])
-        return tp(**kwargs)
+        fields = tuple((f.name, _reader(hints[f.name])) for f in dataclasses.fields(tp))
+
+        def read_dataclass(data: Any) -> Any:
+            return tp(**{name: read(data[name]) for name, read in fields if name in data})
+        return read_dataclass
     if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        for a in args:
-            try:
-                return _from_plain(a, data)
-            except (TypeError, KeyError, ValueError):
-                continue
-        raise TypeError(f"cannot read {data!r} as {tp}")
+        readers = tuple(_reader(a) for a in typing.get_args(tp) if a is not type(None))
+
+        def read_union(data: Any) -> Any:
+            if data is None:
+                return None
+            for read in readers:
+                try:
+                    return read(data)
+                except (TypeError, KeyError, ValueError):
+                    continue
+            raise TypeError(f"cannot read {data!r} as {tp}")
+        return read_union
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_plain(args[0], v) for v in data)
-        return tuple(_from_plain(a, v) for a, v in zip(args, data))
+            item = _reader(args[0])
+            return lambda data: tuple(item(v) for v in data)
+        items = tuple(_reader(a) for a in args)
+        return lambda data: tuple(read(v) for read, v in zip(items, data))
     if origin is Literal:
-        if data not in typing.get_args(tp):
-            raise ValueError(f"{data!r} not in {typing.get_args(tp)}")
-        return data
-    if tp is float and isinstance(data, int):
-        return float(data)
-    if tp in (int, str, bool, float):
-        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
-            raise TypeError(f"expected {tp.__name__}, got {data!r}")
-        return data
-    return data
+        allowed = typing.get_args(tp)
+
+        def read_literal(data: Any) -> Any:
+            if data not in allowed:
+                raise ValueError(f"{data!r} not in {allowed}")
+            return data
+        return read_literal
+    if tp is float:
+        def read_float(data: Any) -> Any:
+            if isinstance(data, int):
+                return float(data)
+            if not isinstance(data, float):
+                raise TypeError(f"expected float, got {data!r}")
+            return data
+        return read_float
+    if tp in (int, str, bool):
+        def read_plain(data: Any) -> Any:
+            if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+                raise TypeError(f"expected {tp.__name__}, got {data!r}")
+            return data
+        return read_plain
+    return lambda data: data
 
 
 __all__ = [

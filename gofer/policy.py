@@ -112,6 +112,8 @@ class RuleSet:
 
 @dataclass(frozen=True)
 class Policy:
+    """The Gofer's path rules and synthetic files, compiled."""
+
     deny: RuleSet
     readonly: RuleSet
     synthetic: dict[str, SyntheticFile]

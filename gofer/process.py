@@ -40,6 +40,8 @@ CLONE_NEWUSER = 0x10000000
 
 @dataclass
 class GoferHandle:
+    """The launcher's handle on a running Gofer process."""
+
     pid: int
     _status: int | None = None
     _closing: bool = False

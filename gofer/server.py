@@ -62,6 +62,8 @@ class Refused(Exception):
 
 @dataclass
 class _Target:
+    """What a probe found: an O_PATH descriptor and the canonical path."""
+
     fd: int  # O_PATH descriptor of the object (owned)
     path: str  # canonical sandbox path
     plain: bool = False  # found without following a symlink (the walk is the path's names)

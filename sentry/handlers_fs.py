@@ -65,6 +65,8 @@ def _s32(v: int) -> int:
 
 @dataclass
 class _Task:
+    """A thread's ids: host thread group, and pid/tid in the sandbox's pid namespace."""
+
     tgid: int  # host view
     nspid: int  # sandbox pid namespace view, for /proc/self
     nstid: int
@@ -82,6 +84,8 @@ _TASKS_MAX = 4096  # remembered thread ids; past this the map starts again empty
 
 @dataclass
 class FsState:
+    """Per-Sentry state of the file handlers: the Gofer client, thread ids, the attribute cache."""
+
     client: GoferClient
     tasks: dict[int, _Task] = field(default_factory=dict)  # host tid -> ids
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -18,9 +18,11 @@ from typing import Mapping, NoReturn, Sequence
 
 # Imported here, not in load_and_exec: the child runs after pivot_root, where this
 # package and libseccomp may not exist; the launcher imports this module beforehand.
-import pyseccomp
+from ..engine.libseccomp import load as _load_pyseccomp
 
-from ..engine.filter import build_filter
+pyseccomp = _load_pyseccomp()
+
+from ..engine.filter import build_filter  # noqa: E402 (after pyseccomp, loaded fast)
 from ..engine.plan import Plan
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

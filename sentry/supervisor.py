@@ -107,6 +107,8 @@ def take_listener(child_pidfd: int, fdnum: int, timeout: float = LISTENER_TIMEOU
 
 @dataclass
 class SentryHandle:
+    """The launcher's handle on a running Sentry process."""
+
     pid: int
     pidfd: int  # readable when the Sentry has exited
     run: RunRecord

@@ -26,6 +26,8 @@ Status = Literal["supported", "partial", "unimplemented"]
 
 @dataclass(frozen=True)
 class Entry:
+    """One handler of the Sentry's table: what serves a syscall, its status and note."""
+
     handler: str | None  # "module:function", None for unimplemented calls
     status: Status
     note: str = ""

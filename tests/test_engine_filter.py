@@ -136,3 +136,30 @@ def test_python_script_allow_list_runs_python():
     out = subprocess.run(["python3", "-c", "import os; os.chroot('/')"], preexec_fn=flt.load,
                          capture_output=True, text=True, timeout=30)
     assert "Operation not permitted" in out.stderr
+
+
+def test_pyseccomp_loads_without_running_ldconfig():
+    """engine.libseccomp.load(): pyseccomp finds libc and libseccomp by soname, without
+    the two `ldconfig -p` subprocesses of ctypes.util.find_library (start-up time; and a
+    process started after the keeper's unshare would become the pid namespace's init)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import subprocess\n"
+        "def refuse(*a, **k):\n"
+        "    raise AssertionError('a subprocess was started: ' + repr(a[:1]))\n"
+        "subprocess.Popen = refuse\n"
+        "from sandboxctl.engine.libseccomp import load\n"
+        "sc = load()\n"
+        "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
+        "import pyseccomp\n"
+        "assert pyseccomp is sc\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    # the plain import does start one (so the probe above can fail)
+    plain = probe.replace("from sandboxctl.engine.libseccomp import load\nsc = load()\n",
+                          "import pyseccomp as sc\n")
+    r = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+    assert r.returncode != 0 and "a subprocess was started" in r.stderr

@@ -24,6 +24,8 @@ CFS_PERIOD_US = 100_000
 
 @dataclass(frozen=True)
 class Hierarchy:
+    """One mounted cgroup hierarchy (v1 controller or v2) and where the run's group goes."""
+
     version: int  # 1 or 2
     mount: str  # /sys/fs/cgroup/memory, /sys/fs/cgroup/unified, /sys/fs/cgroup
     path: str  # this process's cgroup in that hierarchy ("/process_api/...")

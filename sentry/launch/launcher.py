@@ -52,6 +52,8 @@ _UCRED = struct.Struct("iII")
 
 @dataclass(frozen=True)
 class Outcome:
+    """How a run ended: exit status and the signal, if any."""
+
     exit_code: int
     signal: int | None
     run_id: str | None
@@ -69,6 +71,8 @@ def _module_exists(name: str) -> bool:
 
 @dataclass(frozen=True)
 class _ChildSetup:
+    """What the keeper, init and the program need from the supervisor."""
+
     plan: Plan
     argv: tuple[str, ...]
     root: mnt.RootRequest
@@ -228,9 +232,10 @@ def _init(s: _ChildSetup) -> NoReturn:
 def _import_child_side(plan: Plan) -> None:
     """Import what the program's process runs after pivot_root, where this package and
     libseccomp may not exist. Done by the keeper (init and the program are its forks),
-    not by the supervisor before the fork: pyseccomp alone takes ~15 ms (it runs
-    `ldconfig -p` twice), which now overlap the supervisor's own imports. Before the
-    unshare: a process it starts must not become the pid namespace's init."""
+    not by the supervisor before the fork: pyseccomp and the filter code take ~6 ms,
+    which overlap the supervisor's own imports. Before the unshare, in case anything
+    starts a process (engine.libseccomp keeps pyseccomp from running `ldconfig -p`): it
+    must not become the pid namespace's init."""
     from ..seccomp_child import load_and_exec  # noqa: F401  (pyseccomp, engine.filter)
 
     if plan.launch.platform == "ptrace":
@@ -325,7 +330,10 @@ _GOFER_MODULES = ("process", "policy", "confine", "sys", "server")
 
 def _warm_imports(plan: Plan) -> None:
     # pyseccomp: the Sentry and the Gofer confine themselves with it right after the fork
-    names = ["pyseccomp"] + [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
+    from ...engine.libseccomp import load as load_pyseccomp
+
+    load_pyseccomp()  # without its two `ldconfig -p` runs
+    names = [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
     if plan.gofer.mediation == "gofer":
         names += [f"sandboxctl.gofer.{m}" for m in _GOFER_MODULES]
     if plan.launch.platform == "ptrace":  # python-ptrace (~100 ms) for the tracing Sentry
