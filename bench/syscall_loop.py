@@ -133,13 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 return run_apply(profile, exe, mode, n, "ptrace")
             how, how_pt = "sandboxctl apply", "sandboxctl apply ptrace"
         else:
-            import dataclasses
-
             from sandboxctl.engine.compile import compile_profile
 
             plan = compile_profile(profile)
-            plan_pt = dataclasses.replace(
-                plan, launch=dataclasses.replace(plan.launch, platform="ptrace"))
+            plan_pt = plan._replace(launch=plan.launch._replace(platform="ptrace"))
 
             def sbx(mode: str, n: int) -> int:
                 return run_direct(plan, exe, mode, n, tmp)

@@ -76,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     plan = load_plan(args.profile, use_cache=not args.no_cache)
     if getattr(args, "platform", None) and args.platform != plan.launch.platform:
-        import dataclasses
-
-        plan = dataclasses.replace(
-            plan, launch=dataclasses.replace(plan.launch, platform=args.platform))
+        plan = plan._replace(launch=plan.launch._replace(platform=args.platform))
     from ..sentry.strace import parse_syscall_list
 
     strace_opts = {"strace": getattr(args, "strace", None),

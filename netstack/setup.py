@@ -24,7 +24,7 @@ import threading
 from typing import Any, Callable
 
 from ..engine.errors import HostError, SandboxError
-from ..engine.plan import NetworkConfig
+from ..engine.plan import NetworkConfig, _to_plain
 from .tap import open_tap
 from .tcp import Limits
 
@@ -164,7 +164,7 @@ def attach(config: NetworkConfig, child_pid: int, run: Any = None,
         handle.close()
         raise
     try:
-        handle._send({"config": dataclasses.asdict(config), "sandbox_mac": mac.hex(),
+        handle._send({"config": _to_plain(config), "sandbox_mac": mac.hex(),
                       "limits": dataclasses.asdict(limits or Limits())}, fd=tap_fd)
     finally:
         os.close(tap_fd)  # the netstack process holds the only copy now

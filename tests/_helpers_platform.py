@@ -13,7 +13,6 @@ or use the `platform` fixture from `platform_param` below:
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -22,7 +21,7 @@ PLATFORMS = ["seccomp-notify", "ptrace"]
 
 def with_platform(plan, platform: str):
     """The same Plan with launch.platform set (the filter and the Sentry follow it)."""
-    return dataclasses.replace(plan, launch=dataclasses.replace(plan.launch, platform=platform))
+    return plan._replace(launch=plan.launch._replace(platform=platform))
 
 
 @pytest.fixture(params=PLATFORMS)

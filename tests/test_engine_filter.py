@@ -3,7 +3,6 @@ return the profile's errno, argument conditions hold, and the other ABIs (i386 `
 x32 numbers) are refused (the process is killed with SIGSYS)."""
 
 import ctypes
-import dataclasses
 import mmap
 import os
 import signal
@@ -113,11 +112,10 @@ def test_x32_numbers_are_refused(plan):
 
 def _untrapped(plan):
     """The Plan with every trap resolved in the kernel (no Sentry in these tests)."""
-    rules = tuple(dataclasses.replace(r, trap=False, action="allow" if r.action == "emulate" else r.action,
-                                      handler=None) for r in plan.seccomp.rules)
-    sec = dataclasses.replace(plan.seccomp, rules=rules,
-                              default=dataclasses.replace(plan.seccomp.default, trap=False))
-    return dataclasses.replace(plan, seccomp=sec)
+    rules = tuple(r._replace(trap=False, action="allow" if r.action == "emulate" else r.action,
+                             handler=None) for r in plan.seccomp.rules)
+    sec = plan.seccomp._replace(rules=rules, default=plan.seccomp.default._replace(trap=False))
+    return plan._replace(seccomp=sec)
 
 
 def test_python_script_allow_list_runs_python():

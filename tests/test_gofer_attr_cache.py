@@ -219,7 +219,7 @@ def gofer(tmp_path):
                            mounts=(Mount("bind", "/rw", "/x"), Mount("tmpfs", "/tmp"),
                                    Mount("proc", "/proc")),
                            synthetic_files=base.gofer.synthetic_files)
-        handle, sock = start_gofer(base.__class__(**{**base.__dict__, "gofer": gcfg}), ns.pid)
+        handle, sock = start_gofer(base._replace(gofer=gcfg), ns.pid)
         started.append((handle, GoferClient(sock)))
         return started[-1][1]
 
