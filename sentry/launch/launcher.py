@@ -111,7 +111,6 @@ def _keeper(s: _ChildSetup) -> NoReturn:
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
         os.setsid()  # off the user's terminal: its signals go to the supervisor only
-        _import_child_side(s.plan)  # before the pid namespace: it may start `ldconfig`
         if s.outer_uid == 0:
             os.setgroups([])
         # Handles on the cgroups' parent directories: init's pivot_root moves this
@@ -187,6 +186,10 @@ def _init(s: _ChildSetup) -> NoReturn:
     try:
         sigs.reset_in_child()
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # while the supervisor moves this process into the run's cgroups (a v1 memory
+        # join waits ~10-20 ms for an RCU grace period), and before pivot_root hides the
+        # host's tree
+        _import_child_side(s.plan)
         uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
         mnt.build_root(s.root)
         # in the run's cgroups now (the supervisor said so): a cgroup namespace rooted there
@@ -231,11 +234,11 @@ def _init(s: _ChildSetup) -> NoReturn:
 
 def _import_child_side(plan: Plan) -> None:
     """Import what the program's process runs after pivot_root, where this package and
-    libseccomp may not exist. Done by the keeper (init and the program are its forks),
-    not by the supervisor before the fork: pyseccomp and the filter code take ~6 ms,
-    which overlap the supervisor's own imports. Before the unshare, in case anything
-    starts a process (engine.libseccomp keeps pyseccomp from running `ldconfig -p`): it
-    must not become the pid namespace's init."""
+    libseccomp may not exist. Done by init (the program is its fork) before it builds
+    the root, not by the supervisor before the fork: pyseccomp and the filter code take
+    ~5 ms, which overlap the supervisor's own imports and init's cgroup join. Nothing
+    here starts a process (engine.libseccomp keeps pyseccomp from running `ldconfig
+    -p`), which would take pid 2 in the sandbox's pid namespace."""
     from ..seccomp_child import load_and_exec  # noqa: F401  (pyseccomp, engine.filter)
 
     if plan.launch.platform == "ptrace":
