@@ -10,7 +10,6 @@ so the filter cannot be sidestepped through another ABI.
 from __future__ import annotations
 
 import io
-import tempfile
 from typing import Literal
 
 from .libseccomp import load as _load_pyseccomp
@@ -98,6 +97,8 @@ def build_filter(plan: Plan, platform: Platform | None = None) -> sc.SyscallFilt
 def export_pfc(plan: Plan, platform: Platform | None = None) -> str:
     """The filter as libseccomp's pseudo-filter-code text."""
     flt = build_filter(plan, platform)
+    import tempfile  # only for compile's output: not on apply's start-up path
+
     with tempfile.TemporaryFile() as fh:
         flt.export_pfc(fh)
         fh.seek(0)
@@ -107,6 +108,8 @@ def export_pfc(plan: Plan, platform: Platform | None = None) -> str:
 def export_bpf(plan: Plan, platform: Platform | None = None) -> bytes:
     """The filter as raw classic-BPF instructions (struct sock_filter[])."""
     flt = build_filter(plan, platform)
+    import tempfile
+
     with tempfile.TemporaryFile() as fh:
         flt.export_bpf(fh)
         fh.seek(0)

@@ -550,18 +550,15 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     if report is not None:
         listener_fdnum, child_pid = report
         gofer_sock = None
-        # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces.
+        pending_gofer = None
+        # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces. It
+        # sets itself up (~5 ms) while the Sentry starts; its readiness is checked after.
         if plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process"):
-            from ...gofer.process import start_gofer  # type: ignore[import-not-found]
+            from ...gofer.process import spawn_gofer  # type: ignore[import-not-found]
 
-            gofer_handle, gofer_sock = start_gofer(plan, child_pid)
-            handles.append(gofer_handle)
-
-            def stop_gofer(h: Any = gofer_handle) -> None:
-                h.kill()
-                h.wait()
-
-            session.on_close(stop_gofer)
+            pending_gofer = spawn_gofer(plan, child_pid)
+            gofer_sock = pending_gofer.sock
+            session.on_close(pending_gofer.close)
         # -- netstack (issue 5): user-space network for mode "netstack".
         if plan.network.mode == "netstack":
             if _module_exists("sandboxctl.netstack.setup"):
@@ -583,6 +580,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec, gofer_sock=gofer_sock,
                               debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
+        if pending_gofer is not None:
+            handles.append(pending_gofer.ready()[0])  # raises if it could not start
         try:
             program_fd: int | None = os.pidfd_open(child_pid)
             session.on_close(lambda: os.close(program_fd))  # type: ignore[arg-type]
