@@ -43,41 +43,77 @@ class Memory(Protocol):
 # -- decisions ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Continue:
+class _Decision:
+    """Base of the decisions: immutable value objects with __slots__ (plain classes, not
+    dataclasses: one is made per trapped call, and a frozen dataclass's __init__ goes
+    through object.__setattr__ for each field; creating the classes is cheaper too)."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and other._values() == self._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__, self._values()))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(" + ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{self.__class__.__name__} is immutable")
+
+
+_set = object.__setattr__
+
+
+class Continue(_Decision):
     """Let the kernel run the call as made. ONLY for calls the handler merely observed."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True, slots=True)
-class Return:
+
+class Return(_Decision):
     """The call returns `value` (>= 0) without running."""
 
-    value: int = 0
+    __slots__ = ("value",)
+
+    def __init__(self, value: int = 0) -> None:
+        _set(self, "value", value)
 
 
-@dataclass(frozen=True, slots=True)
-class Errno:
+class Errno(_Decision):
     """The call fails with -errno without running."""
 
-    errno: int
+    __slots__ = ("errno",)
+
+    def __init__(self, errno: int) -> None:
+        _set(self, "errno", errno)
 
 
-@dataclass(frozen=True, slots=True)
-class Kill:
+class Kill(_Decision):
     """Kill the calling process (its whole thread group); the run records `reason`."""
 
-    reason: str
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        _set(self, "reason", reason)
 
 
-@dataclass(frozen=True, slots=True)
-class InjectFd:
+class InjectFd(_Decision):
     """Install host descriptor `fd` in the caller and return its number as the call's
     result (SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND). The platform closes
     `fd` in the Sentry afterwards when `close` is true."""
 
-    fd: int
-    cloexec: bool = False
-    close: bool = True
+    __slots__ = ("fd", "cloexec", "close")
+
+    def __init__(self, fd: int, cloexec: bool = False, close: bool = True) -> None:
+        _set(self, "fd", fd)
+        _set(self, "cloexec", cloexec)
+        _set(self, "close", close)
 
 
 Decision = Union[Continue, Return, Errno, Kill, InjectFd]
