@@ -59,7 +59,7 @@ def load_plan(ref: str, use_cache: bool = True):
 
     path, display = ref, None
     if not os.path.exists(ref):
-        from ..engine.extends import builtin_path, display_name
+        from ..engine.builtins import builtin_path, display_name
 
         p = builtin_path(ref)
         if p is not None:

@@ -38,7 +38,7 @@ def cache_dir() -> Path:
 
 
 def _engine_stamp() -> list[Any]:
-    from .groups import profiles_dir
+    from .builtins import profiles_dir
 
     here = Path(__file__).resolve().parent
     files = sorted(here.glob("*.py")) + [profiles_dir() / "schema.json", profiles_dir() / "groups.yaml"]

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+# builtin_path and display_name live in .builtins (apply needs them without this
+# module's imports) and are imported from here too
+from .builtins import builtin_path, display_name, profiles_dir
 from .errors import Diagnostic, ProfileError
-from .groups import profiles_dir
 from .node import Loc, Node
 
 REPLACE_TAG = "!replace"
@@ -43,24 +45,6 @@ def builtin_names() -> list[str]:
     names = [p.stem for p in sorted(d.glob("*.yaml")) if p.stem not in ("groups", "risk")]
     names += [p.stem for p in sorted((d / "examples").glob("*.yaml"))]
     return names
-
-
-def builtin_path(name: str) -> Path | None:
-    d = profiles_dir()
-    for cand in (d / f"{name}.yaml", d / "examples" / f"{name}.yaml"):
-        if cand.is_file() and name not in ("groups", "risk"):
-            return cand
-    return None
-
-
-def display_name(path: Path) -> str:
-    """How a built-in file is named in messages and Plans: relative to the working
-    directory when it is below it, else absolute."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
 
 
 def with_depth(node: Node, depth: int) -> Node:

@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .builtins import profiles_dir  # (also imported from here)
 from .errors import Diagnostic, ProfileError
 
 
-def profiles_dir() -> Path:
-    """The folder holding the built-in profiles, groups.yaml and schema.json."""
-    from .. import profiles
-
-    return Path(profiles.__file__).resolve().parent
 
 
 @dataclass(frozen=True)
