@@ -77,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.profile, use_cache=not args.no_cache)
     if getattr(args, "platform", None) and args.platform != plan.launch.platform:
         plan = plan._replace(launch=plan.launch._replace(platform=args.platform))
-    from ..sentry.strace import parse_syscall_list
+    strace_syscalls = None
+    if getattr(args, "strace_syscalls", None):  # (sentry.strace: imported only when asked)
+        from ..sentry.strace import parse_syscall_list
 
-    strace_opts = {"strace": getattr(args, "strace", None),
-                   "strace_syscalls": parse_syscall_list(getattr(args, "strace_syscalls", None))}
+        strace_syscalls = parse_syscall_list(args.strace_syscalls)
+    strace_opts = {"strace": getattr(args, "strace", None), "strace_syscalls": strace_syscalls}
     use_pty = {"auto": None, "always": True, "never": False}[args.tty]
     if use_pty and not os.isatty(0):
         use_pty = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class SandboxctlError(Exception):
@@ -16,8 +16,7 @@ class SandboxctlError(Exception):
         self.hint = hint  # one sentence: what to do about it
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     """One problem in a profile, at file:line:col."""
 
     file: str
@@ -61,4 +60,4 @@ class SandboxError(SandboxctlError):
     exit_code = 1
 
 
-__all__ = ["SandboxctlError", "Diagnostic", "ProfileError", "HostError", "SandboxError", "field"]
+__all__ = ["SandboxctlError", "Diagnostic", "ProfileError", "HostError", "SandboxError"]

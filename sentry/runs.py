@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
@@ -49,15 +48,19 @@ def _new_id(bump: int = 0) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{frac:04x}"
 
 
-@dataclass
 class RunRecord:
     """A run's directory. The supervisor creates it (new_run) and finishes it; the Sentry
     appends events through an EventWriter opened on `events_path`."""
 
-    id: str
-    dir: Path
-    status: dict[str, Any] = field(default_factory=dict)
-    _events: "EventWriter | None" = None
+    def __init__(self, id: str, dir: Path, status: dict[str, Any] | None = None,
+                 _events: "EventWriter | None" = None) -> None:
+        self.id = id
+        self.dir = dir
+        self.status: dict[str, Any] = status if status is not None else {}
+        self._events = _events
+
+    def __repr__(self) -> str:
+        return f"RunRecord(id={self.id!r}, dir={str(self.dir)!r})"
 
     @property
     def events_path(self) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ...engine.plan import Resources
 
@@ -22,8 +22,7 @@ PREFIX = "sandboxctl-"
 CFS_PERIOD_US = 100_000
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """One mounted cgroup hierarchy (v1 controller or v2) and where the run's group goes."""
 
     version: int  # 1 or 2
@@ -32,13 +31,14 @@ class Hierarchy:
     controllers: frozenset[str]
 
 
-@dataclass
 class CgroupSet:
     """The directories made for one sandbox; `procs_files` are what the child writes to."""
 
-    dirs: list[str] = field(default_factory=list)
-    procs_files: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, dirs: list[str] | None = None, procs_files: list[str] | None = None,
+                 warnings: list[str] | None = None) -> None:
+        self.dirs: list[str] = dirs if dirs is not None else []
+        self.procs_files: list[str] = procs_files if procs_files is not None else []
+        self.warnings: list[str] = warnings if warnings is not None else []
 
     def cleanup(self) -> None:
         for d in reversed(self.dirs):

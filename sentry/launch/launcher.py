@@ -21,7 +21,6 @@ comes with its listener report, as SCM_CREDENTIALS on a unix socket.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import importlib
 import importlib.util
@@ -33,8 +32,7 @@ import socket
 import struct
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from ...engine.errors import HostError, SandboxctlError, SandboxError
 from ...engine.plan import Plan
@@ -50,8 +48,7 @@ _ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
 _UCRED = struct.Struct("iII")
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How a run ended: exit status and the signal, if any."""
 
     exit_code: int
@@ -69,8 +66,7 @@ def _module_exists(name: str) -> bool:
 
 # -- the children --------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _ChildSetup:
+class _ChildSetup(NamedTuple):
     """What the keeper, init and the program need from the supervisor."""
 
     plan: Plan
@@ -418,7 +414,7 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
         synthetic = synthetic + plan.gofer.synthetic_files
     root = mnt.prepare(plan.gofer, synthetic)
     if not gofer_ok and not root.direct:
-        root = dataclasses.replace(root, direct=True)
+        root = root._replace(direct=True)
     # (What the program's process runs after pivot_root is imported by the keeper, in
     # parallel with this process: see _import_child_side.)
     from ..runs import new_run

@@ -27,7 +27,7 @@ import errno
 import glob
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...engine.errors import SandboxError
 from ...engine.plan import GoferConfig, Mount, PathRule, RootConfig, SyntheticFile
@@ -49,8 +49,7 @@ _OPTION_ATTRS = {"ro": k.MOUNT_ATTR_RDONLY, "nosuid": k.MOUNT_ATTR_NOSUID,
                  "nodev": k.MOUNT_ATTR_NODEV, "noexec": k.MOUNT_ATTR_NOEXEC}
 
 
-@dataclass(frozen=True)
-class RootRequest:
+class RootRequest(NamedTuple):
     """What the sandbox init needs to build the root, with host paths already resolved
     (symlinks followed in the host's namespace, before the host tree moves)."""
 

@@ -12,7 +12,6 @@ import os
 import struct
 import termios
 import tty
-from dataclasses import dataclass
 
 
 TIOCSPTLCK = 0x40045431
@@ -28,13 +27,13 @@ def open_in_sandbox(ptmx: str = "/dev/ptmx") -> tuple[int, int]:
     return master, slave
 
 
-@dataclass
 class Pty:
     """The supervisor's side: the master (received from the sandbox) and the host tty."""
 
-    master: int
-    host_fd: int  # the terminal we relay (stdin)
-    _saved: list | None = None
+    def __init__(self, master: int, host_fd: int, saved: list | None = None) -> None:
+        self.master = master
+        self.host_fd = host_fd  # the terminal we relay (stdin)
+        self._saved = saved
 
     @classmethod
     def adopt(cls, master: int, host_fd: int = 0) -> "Pty":

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
 
 
-@dataclass
 class SignalPipe:
     """Forwarded signals (and SIGWINCH, SIGCHLD) arrive as bytes on `fd`."""
 
-    fd: int
-    _w: int
-    _old: dict[int, object]
+    def __init__(self, fd: int, w: int, old: dict[int, object]) -> None:
+        self.fd = fd
+        self._w = w
+        self._old = old
 
     def read(self) -> list[int]:
         try:
