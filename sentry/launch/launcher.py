@@ -415,7 +415,7 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
     root = mnt.prepare(plan.gofer, synthetic)
     if not gofer_ok and not root.direct:
         root = root._replace(direct=True)
-    # (What the program's process runs after pivot_root is imported by the keeper, in
+    # (What the program's process runs after pivot_root is imported by init, in
     # parallel with this process: see _import_child_side.)
     from ..runs import new_run
 
