@@ -141,12 +141,13 @@ class ProcessMemory:
     """Memory of task `pid` via process_vm_readv/writev. `touched` says whether any read
     happened.
 
-    process_vm_* name the task by pid, which the kernel could hand to another process if
-    the caller died meanwhile. So with `id_valid` (the notification's SECCOMP_IOCTL_NOTIF_
-    ID_VALID), the first read is followed, and the first write preceded, by a check that
-    the caller still waits in this call (seccomp_unotify(2): after reading the target's
-    memory, before acting on it); a caller that is gone raises OSError(ESRCH), which
-    handlers answer as a fault. `checked` then spares the platform a second check."""
+    process_vm_* name the task by pid anew on every call, and the kernel could hand the
+    pid to another process if the caller died meanwhile. So with `id_valid` (the
+    notification's SECCOMP_IOCTL_NOTIF_ID_VALID) every read is followed, and every write
+    preceded, by a check that the caller still waits in this call (seccomp_unotify(2):
+    after reading the target's memory, before acting on it); a caller that is gone raises
+    OSError(ESRCH), which handlers answer as a fault. `checked` (a check was made) spares
+    the platform a last one before it answers."""
 
     __slots__ = ("pid", "touched", "io", "may_defer", "nid", "id_valid", "checked")
 
@@ -161,7 +162,7 @@ class ProcessMemory:
         self.checked = False
 
     def _confirm(self) -> None:
-        if self.id_valid is not None and not self.checked:
+        if self.id_valid is not None:
             self.checked = True
             if not self.id_valid(self.nid):
                 raise OSError(_errno.ESRCH, "the caller is gone")

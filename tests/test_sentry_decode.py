@@ -64,9 +64,10 @@ def test_names():
 
 
 def test_memory_checks_the_notification_before_acting():
-    """With the notification's ID_VALID check: the first read is followed by it, the
-    first write preceded by it, once per notification; a caller that is gone makes the
-    read fail (ESRCH) and the write never happen."""
+    """With the notification's ID_VALID check: every read is followed by it and every
+    write preceded by it (process_vm_* resolve the pid anew each time, and a pid is
+    reused once its task is gone); a caller that is gone makes the read fail (ESRCH) and
+    the write never happen, also when it was still there at an earlier read."""
     import ctypes
     import errno
 
@@ -83,9 +84,19 @@ def test_memory_checks_the_notification_before_acting():
     assert mem.read_cstr(addr) == b"/etc/passwd" and asked == [7] and mem.checked
     mem.read(addr, 4)
     mem.write(addr + 12, b"ok")
-    assert asked == [7] and buf.raw[12:14] == b"ok"  # checked once
+    assert asked == [7, 7, 7] and buf.raw[12:14] == b"ok"
 
+    # gone after the first read (a second path of rename, say): the next access fails
+    two = ProcessMemory(os.getpid(), nid=6, id_valid=id_valid)
+    two.read_cstr(addr)
     valid[0] = False
+    with pytest.raises(OSError) as e:
+        two.read_cstr(addr)
+    assert e.value.errno == errno.ESRCH
+    with pytest.raises(OSError):
+        two.write(addr, b"XX")
+    asked.clear()
+
     gone = ProcessMemory(os.getpid(), nid=8, id_valid=id_valid)
     with pytest.raises(OSError) as e:
         gone.read_cstr(addr)
@@ -93,4 +104,4 @@ def test_memory_checks_the_notification_before_acting():
     gone = ProcessMemory(os.getpid(), nid=9, id_valid=id_valid)
     with pytest.raises(OSError):
         gone.write(addr, b"XX")
-    assert buf.raw[:2] == b"/e" and asked == [7, 8, 9]  # nothing written
+    assert buf.raw[:2] == b"/e" and asked == [8, 9]  # nothing written
