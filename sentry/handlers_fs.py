@@ -168,6 +168,16 @@ def _inode(op: int, data: bytes) -> tuple[int, int] | None:
     return (dev, ino) if ino else None
 
 
+def _names_caller(name: bytes) -> bool:
+    """May the Gofer map this name to the caller's pid (/proc/self, /proc/thread-self,
+    /proc/mounts, /proc/net)? Then the caller's ids are read now, not remembered (a
+    thread id is reused once its task is gone). An absolute name must go through /proc;
+    a relative one may start below a /proc descriptor."""
+    if b"self" not in name and b"mounts" not in name and b"net" not in name:
+        return False
+    return name[:1] != b"/" or b"/proc" in name
+
+
 def _state(ctx: SentryContext) -> FsState:
     st = ctx.extra.get("fs")
     if st is None:
@@ -238,10 +248,7 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
 
 
 def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
-    # the Gofer maps /proc/self, /proc/thread-self, /proc/mounts and /proc/net to the
-    # caller's pid: a name that may hold one of them gets ids read now, not remembered
-    name = req.name
-    t = st.task(call.pid, b"self" in name or b"mounts" in name or b"net" in name)
+    t = st.task(call.pid, _names_caller(req.name))
     op = req.op
     if not st.cache_on or op in _READ_OPS or (op == Op.OPEN and not req.flags & _WRITE_OPEN):
         return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
@@ -999,7 +1006,7 @@ def observe_fd_meta(ctx: SentryContext, call: Call, mem: Memory) -> Decision:
 def cache_report(ctx: SentryContext) -> str | None:
     """One line for the debug log: what the attribute cache did in this run."""
     st = ctx.extra.get("fs")
-    if st is None or not isinstance(st, FsState):
+    if st is None:
         return None
     state = "on" if st.cache_on else "off"
     return (f"attribute cache ({state}): {st.hits} hits, {st.misses} misses, {st.drops} drops, "

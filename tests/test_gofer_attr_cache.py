@@ -283,3 +283,16 @@ def test_thread_ids_are_read_again_where_they_matter_and_the_map_is_bounded():
         st.tasks.setdefault(10_000_000 + tid, fresh)
     st.task(me, fresh=True)
     assert len(st.tasks) <= hf._TASKS_MAX
+
+
+def test_only_names_the_gofer_maps_to_the_caller_read_the_ids_again():
+    """The fresh read costs a /proc file read on the trap path: only for names that may
+    reach /proc/self, /proc/thread-self, /proc/mounts or /proc/net."""
+    from sandboxctl.sentry.handlers_fs import _names_caller
+
+    for name in (b"/proc/self/status", b"//proc/thread-self/comm", b"/proc/mounts",
+                 b"/proc/net/tcp", b"self/fd", b"net/unix", b"/x/../proc/self/maps"):
+        assert _names_caller(name), name
+    for name in (b"/usr/lib/python3.11/netrc.py", b"/home/u/myself.txt", b"/etc/passwd",
+                 b"lib/x.so", b"/proc/1/status"):
+        assert not _names_caller(name), name
