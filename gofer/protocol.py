@@ -172,6 +172,8 @@ def decode_reply(body: memoryview, fd: int = -1) -> Reply:
 
 
 _FD_SPACE = socket.CMSG_SPACE(4 * 4)
+_SOL_SOCKET = int(socket.SOL_SOCKET)  # plain ints, not enum members (cheaper to compare)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
 _DONTWAIT = int(socket.MSG_DONTWAIT)  # a plain int: enum flags cost ~1 us an operation
@@ -263,10 +265,6 @@ def recv_message(sock: socket.socket, buf: bytearray, spinner: Spinner | None = 
             a.frombytes(data[:len(data) - len(data) % a.itemsize])
             fds.extend(a)
     return memoryview(buf)[:n], fds, flags
-
-
-_SOL_SOCKET = int(socket.SOL_SOCKET)
-_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 
 
 def send_message(sock: socket.socket, msg: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:

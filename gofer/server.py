@@ -140,26 +140,21 @@ class FileServer:
         out = set(targets)
         for t in targets:
             try:
-                fd = gsys.openat2(self.root_fd, t.encode("utf-8", "surrogateescape"),
-                                  os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE)
-            except OSError:
-                continue
-            try:
-                out.add(self.fd_path(fd))
+                tgt = self.probe(t, True, False)
             except Refused:
-                pass
-            finally:
-                os.close(fd)
+                continue
+            os.close(tgt.fd)
+            out.add(tgt.path)
         return out
 
     def cacheable(self, req: Request, path: str, tgt: _Target) -> bool:
-        """May the Sentry keep this stat answer? Only for a name given from the root,
-        spelled canonically (no `.`, `..`, `//` or trailing `/`: the kernel walked exactly
-        the path's ancestors), found without a symlink, and outside every other mount
-        (the root's tree changes only through calls the Sentry sees)."""
-        if not (self.cache_root and tgt.plain and req.handle == HANDLE_ROOT):
-            return False
-        if path != _norm(path) or req.name != path.encode("utf-8", "surrogateescape"):
+        """May the Sentry keep this stat answer? Only for a name given from the root as
+        it was sent (no /proc/self mapping), spelled canonically (no `.`, `..`, `//` or
+        trailing `/`: the kernel walked exactly the path's ancestors), found without a
+        symlink (so its canonical path is the normalized name), and outside every mount
+        whose tree changes without a call the Sentry sees."""
+        if not (self.cache_root and tgt.plain and req.handle == HANDLE_ROOT
+                and tgt.path == path and req.name == path.encode("utf-8", "surrogateescape")):
             return False
         probe = path + "/"
         return not any(probe.startswith(m) for m in self.mount_prefixes)
@@ -386,7 +381,7 @@ class FileServer:
         else:
             tgt = self.probe(path, follow, False)
             fd, tpath = tgt.fd, tgt.path
-            if self.cache_root and self.cacheable(req, path, tgt):
+            if self.cacheable(req, path, tgt):
                 flags = REPLY_CACHEABLE
         try:
             if req.op == Op.STATX:
