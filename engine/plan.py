@@ -283,11 +283,9 @@ def _is_record(tp: Any) -> bool:
 
 
 def _to_plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        if hasattr(value, "_fields"):  # a record: a dict, not a list
-            return {name: _to_plain(getattr(value, name)) for name in value._fields}
-        return [_to_plain(v) for v in value]
-    if isinstance(value, list):
+    if _is_record(type(value)):  # a dict, not a list
+        return {name: _to_plain(getattr(value, name)) for name in value._fields}
+    if isinstance(value, (tuple, list)):
         return [_to_plain(v) for v in value]
     return value
 

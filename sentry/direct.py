@@ -9,20 +9,18 @@ with fork_program and finish with wait_program.
 
 from __future__ import annotations
 
-import ctypes
 import os
+import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ..engine.plan import Plan
 from .forking import close_fds_except, fork_flushed
+from .launch import kernel
 from .runs import RunRecord, new_run
 
 if TYPE_CHECKING:
     from .supervisor import SentryHandle
-
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,7 @@ def fork_program(plan: Plan, argv: Sequence[str], env: Mapping[str, str] | None,
     if pid == 0:
         try:
             os.close(r)
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
             for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
                 if fd is not None:
                     os.dup2(fd, target)
@@ -92,7 +89,7 @@ def run_direct(plan: Plan, argv: Sequence[str], env: Mapping[str, str] | None = 
         # No capability survives into the program (the launcher cuts them to the
         # profile's list; here: none), so the capability-less Sentry may read it.
         drop_capabilities()
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         load_and_exec(plan, argv, env, report_w)
 
     run, pid, r = fork_program(plan, argv, env, exec_program, stdin=stdin, stdout=stdout,
