@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from sandboxctl.engine.plan import (
     ArgCond, DefaultAction, GoferConfig, LaunchConfig, NetworkConfig, Plan, RootConfig,
@@ -121,15 +126,29 @@ int main(void) {
 }
 
 
+@contextlib.contextmanager
+def sandbox_visible_dir(prefix: str, mode: int = 0o755) -> Iterator[Path]:
+    """A scratch directory under /var/tmp, which the default profile's read-only root
+    shows (its /tmp is a tmpfs of its own), with `mode`; removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(d, mode)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def build_c(dest: Path, name: str, source: str, opt: str = "-O1") -> str:
+    """Compile `source` (with pthreads) to dest/name; the executable's path."""
+    c = dest / f"{name}.c"
+    c.write_text(source)
+    exe = dest / name
+    subprocess.run(["gcc", opt, "-pthread", "-o", str(exe), str(c)], check=True)
+    return str(exe)
+
+
 def build_programs(dest: Path) -> dict[str, str]:
-    out = {}
-    for name, src in C_PROGRAMS.items():
-        c = dest / f"{name}.c"
-        c.write_text(src)
-        exe = dest / name
-        subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(c)], check=True)
-        out[name] = str(exe)
-    return out
+    return {name: build_c(dest, name, src) for name, src in C_PROGRAMS.items()}
 
 
 def events(run_dir) -> list[dict]:

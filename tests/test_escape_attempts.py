@@ -24,12 +24,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from _helpers_platform import platform  # noqa: F401  (parametrised fixture)
+from _helpers_sentry import build_c, sandbox_visible_dir
 
 SANDBOXCTL = str(Path(sys.executable).parent / "sandboxctl")
 DEFAULT = Path(__file__).resolve().parent.parent / "profiles" / "default.yaml"
@@ -140,14 +140,8 @@ int main(int argc, char **argv) {
 def env(tmp_path_factory):
     if shutil.which("gcc") is None:
         pytest.fail("gcc is missing: .ci/setup installs it")
-    # /var/tmp: in the default profile's read-only root view (its /tmp is a tmpfs)
-    d = Path(tempfile.mkdtemp(prefix="sandboxctl-escape-", dir="/var/tmp"))
-    os.chmod(d, 0o755)
-    try:
-        src = d / "escape.c"
-        src.write_text(PROGRAM)
-        exe = d / "escape"
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(src)], check=True)
+    with sandbox_visible_dir("sandboxctl-escape-") as d:
+        exe = build_c(d, "escape", PROGRAM, "-O2")
         (d / "good.txt").write_text("PUBLIC\n")
         (d / "nope.txt").write_text("SECRET-SECRET\n")
         for f in (exe, d / "good.txt", d / "nope.txt"):
@@ -162,9 +156,7 @@ filesystem:
   deny: [{d}/nope.txt]
 """)
         state = tmp_path_factory.mktemp("state")
-        yield {"dir": d, "exe": str(exe), "profile": str(prof), "state": state}
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+        yield {"dir": d, "exe": exe, "profile": str(prof), "state": state}
 
 
 def apply(env, platform: str, *cmd: str, profile: str | None = None

@@ -9,12 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from _helpers_sentry import build_programs
+from _helpers_sentry import build_programs, sandbox_visible_dir
 
 SANDBOXCTL = str(Path(sys.executable).parent / "sandboxctl")
 
@@ -36,17 +35,12 @@ LINE = {name: i + 1 for i, l in enumerate(PROFILE.splitlines())
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    # /var/tmp: visible in the default profile's read-only root (its /tmp is a tmpfs)
-    d = Path(tempfile.mkdtemp(prefix="sandboxctl-sentry-test-", dir="/var/tmp"))
-    os.chmod(d, 0o755)
-    try:
+    with sandbox_visible_dir("sandboxctl-sentry-test-") as d:
         progs = build_programs(d)
         prof = d / "accept.yaml"
         prof.write_text(PROFILE)
         state = tmp_path_factory.mktemp("state")
         yield {"progs": progs, "profile": str(prof), "state": state}
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def apply(env, *cmd: str, extra: tuple[str, ...] = (), **kw) -> subprocess.CompletedProcess:
@@ -162,9 +156,7 @@ def test_sentry_confined_in_real_run_and_debug_log(env):
 def test_rootless_same_behaviour(env):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    state = Path(tempfile.mkdtemp(prefix="sandboxctl-rootless-state-", dir="/var/tmp"))
-    os.chmod(state, 0o777)
-    try:
+    with sandbox_visible_dir("sandboxctl-rootless-state-", 0o777) as state:
         e = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state / "s"), HOME=str(state))
         p = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
                             "--inh-caps=-all", SANDBOXCTL, "apply", env["profile"], "--",
@@ -176,8 +168,6 @@ def test_rootless_same_behaviour(env):
         den = [ev for ev in run_events(run) if ev["kind"] == "syscall"]
         assert den[0]["syscall"] == "unshare" and den[0]["rule"]["line"] == LINE["unshare"]
         assert [ev["path"] for ev in run_events(run) if ev["kind"] == "exec"][0] == env["progs"]["family"]
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_program_with_other_uid_is_still_served(env, tmp_path):
