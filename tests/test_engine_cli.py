@@ -192,8 +192,12 @@ def test_ci_runs_the_readme_test_command():
     assert (REPO / main_job.split("sandboxctl apply ", 1)[1].split()[0]).is_file()
     run = [l.strip() for l in (REPO / ".ci" / "run").read_text().splitlines()
            if l.strip() and not l.startswith("#")]
-    assert run[-2:] == ["bash .ci/setup", test_cmd], run
-    assert "bash .ci/setup" in (REPO / ".ci" / "test").read_text()
+    assert run[0] == "set -euo pipefail" and run[-1] == test_cmd, run
+    assert "bash .ci/setup" in run and run.index("bash .ci/setup") < len(run) - 1, run
+    test_script = (REPO / ".ci" / "test").read_text()
+    assert "bash .ci/setup" in test_script
+    # with no arguments it runs pytest over the whole tests/ folder
+    assert 'set -- tests' in test_script and "-m pytest" in test_script
 
 
 def test_profile_format_doc_example_is_valid(tmp_path):
