@@ -223,6 +223,11 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
     def implicit(name: str, src: Source) -> Entry:
         return Entry(name, "allow", 0, (), -1, False, -1, src)
 
+    def trapped(es: list[Entry], action: str, handler: str) -> list[SyscallRule]:
+        """The entries' rules, the allowing ones (allow, log) trapped to `handler`."""
+        return [_rule(e, action=action, trap=True, handler=handler)
+                if e.action in ("allow", "log") else audited(_rule(e)) for e in es]
+
     rules: list[SyscallRule] = []
     names = (set(deciding) | mediated | observed | {"uname"} | set(EXEC_CALLS)
              | set(ALWAYS_DENIED))
@@ -234,16 +239,12 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
         if name == "uname":
             src = _loc_of(root, ("uname",), ("metadata",))
             es = es + ([implicit(name, src)] if default_allows and not has_fallback else [])
-            for e in es:
-                rules.append(_rule(e, action="emulate", trap=True, handler="uname")
-                             if e.action in ("allow", "log") else audited(_rule(e)))
+            rules.extend(trapped(es, "emulate", "uname"))
         elif name in EXEC_CALLS:
             # The launcher itself execs the program: exec is allowed unless denied by name.
             src = _loc_of(root, ("process", "command"), ("audit", "exec"), ("metadata",))
             es = es + ([] if has_fallback else [implicit(name, src)])
-            for e in es:
-                rules.append(_rule(e, action="allow", trap=True, handler="execve")
-                             if e.action in ("allow", "log") else audited(_rule(e)))
+            rules.extend(trapped(es, "allow", "execve"))
         elif name in ALWAYS_DENIED and not has_fallback:
             src = _loc_of(root, ("uname", "hostname"), ("uname",), ("metadata",))
             rules.extend(audited(_rule(e)) for e in es)
@@ -252,22 +253,16 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
         elif name in observed:
             # run by the kernel as the profile says; the Sentry only drops what it cached
             # about the file first
-            if not es and not default_allows:
-                continue  # refused by the default: nothing to observe
             src = _loc_of(root, ("filesystem", "root", "cache"), ("filesystem", "root"),
                           ("filesystem",), ("metadata",))
             if not has_fallback and default_allows:
                 es = es + [implicit(name, src)]
-            for e in es:
-                rules.append(_rule(e, action="allow", trap=True, handler="fd_meta")
-                             if e.action in ("allow", "log") else audited(_rule(e)))
+            rules.extend(trapped(es, "allow", "fd_meta"))
         elif name in mediated:
             src = _loc_of(root, ("filesystem", "mediation"), ("filesystem",), ("metadata",))
             if not has_fallback and default_allows:
                 es = es + [implicit(name, src)]
-            for e in es:
-                rules.append(_rule(e, action="emulate", trap=True, handler=name)
-                             if e.action in ("allow", "log") else audited(_rule(e)))
+            rules.extend(trapped(es, "emulate", name))
         else:
             rules.extend(audited(_rule(e)) for e in es)
     order = {id(r): i for i, r in enumerate(rules)}

@@ -86,9 +86,10 @@ class _Policy:
         return (tuple((_args_key(r.args), r.action, r.errno if r.action == "deny" else 0)
                       for r in self.conds),
                 self.uncond_action, self.uncond_errno if self.uncond_action == "deny" else 0,
-                # fd_meta only tells the Sentry's attribute cache (root `cache:`): the call
-                # runs as it would untrapped, so it is no change to what is permitted
-                None if self.uncond_handler == "fd_meta" else self.uncond_handler)
+                # which handler emulates a call matters; one that only looks at an allowed
+                # call before the kernel runs it (execve, fd_meta, observe) does not change
+                # what is permitted
+                self.uncond_handler if self.uncond_action == "emulate" else None)
 
     def allowed_conds(self) -> set[tuple]:
         return {_args_key(r.args) for r in self.conds if r.action in ALLOWISH}
