@@ -542,7 +542,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         raise error
     sentry = None
     sp: sigs.SignalPipe | None = None
-    handles: list[Any] = []
     if report is not None:
         listener_fdnum, child_pid = report
         gofer_sock = None
@@ -577,7 +576,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                               debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
         if pending_gofer is not None:
-            handles.append(pending_gofer.ready()[0])  # raises if it could not start
+            pending_gofer.ready()  # raises if it could not start
         try:
             program_fd: int | None = os.pidfd_open(child_pid)
             session.on_close(lambda: os.close(program_fd))  # type: ignore[arg-type]
