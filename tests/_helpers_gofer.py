@@ -111,11 +111,12 @@ def write_profile(tmp: Path, body: str, name: str = "p.yaml") -> Path:
 
 
 def apply(profile: Path, argv: list[str], state: Path, timeout: float = 60,
-          stdin: bytes | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+          stdin: bytes | None = None, opts: tuple[str, ...] = ()
+          ) -> tuple[subprocess.CompletedProcess, Path]:
     env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state))
     exe = Path(sys.executable).with_name("sandboxctl")
     before = set((state / "runs").iterdir()) if (state / "runs").exists() else set()
-    cp = subprocess.run([str(exe), "apply", "--tty", "never", str(profile), "--", *argv],
+    cp = subprocess.run([str(exe), "apply", "--tty", "never", *opts, str(profile), "--", *argv],
                         input=stdin or b"", capture_output=True, timeout=timeout, env=env,
                         cwd=str(profile.parent))
     runs = sorted(set((state / "runs").iterdir()) - before)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers_gofer import SandboxNS, make_plan
+from _helpers_gofer import SandboxNS, apply, make_plan
 from sandboxctl.engine.compile import compile_profile
 from sandboxctl.engine.plan import GoferConfig, Mount, RootConfig
 from sandboxctl.gofer.client import GoferClient
@@ -30,20 +30,14 @@ EXE = str(Path(sys.executable).with_name("sandboxctl"))
 HEAD = "apiVersion: sandboxctl/v1\nkind: SandboxProfile\nmetadata: {name: cache-test}\nextends: default\n"
 
 
-def _apply(tmp: Path, argv: list[str], body: str = "", platform: str | None = None,
-           stdin: bytes = b"", timeout: float = 120) -> tuple[subprocess.CompletedProcess, str]:
-    """Run under a profile extending default (plus `body`) with --debug; (result, the
-    Sentry's log)."""
+def _apply(tmp: Path, argv: list[str], platform: str | None = None
+           ) -> tuple[subprocess.CompletedProcess, str]:
+    """Run under the default profile with --debug; (result, the Sentry's log)."""
     prof = tmp / "p.yaml"
-    prof.write_text(HEAD + body)
-    state = tmp / "state"
-    env = dict(os.environ, SANDBOXCTL_STATE_DIR=str(state))
-    extra = ["--platform", platform] if platform else []
-    cp = subprocess.run([EXE, "apply", "--debug", "--tty", "never", *extra, str(prof), "--", *argv],
-                        input=stdin, capture_output=True, timeout=timeout, env=env)
-    runs = sorted((state / "runs").iterdir())
-    log = (runs[-1] / "sentry.log").read_text() if runs else ""
-    return cp, log
+    prof.write_text(HEAD)
+    opts = ("--debug", "--platform", platform) if platform else ("--debug",)
+    cp, run = apply(prof, argv, tmp / "state", timeout=120, opts=opts)
+    return cp, (run / "sentry.log").read_text()
 
 
 def _cache_line(log: str) -> tuple[str, int, int]:
