@@ -1,25 +1,28 @@
-"""pyseccomp, imported without running `ldconfig -p` twice.
+"""pyseccomp, imported without `ctypes.util` and without running `ldconfig -p` twice.
 
-pyseccomp finds libc and libseccomp with ctypes.util.find_library at import time, which
-on Linux runs `ldconfig -p` in a subprocess for each (~3 ms together, on `apply`'s
-start-up path in two processes). `load()` lets it find the two libraries by their
-sonames first (libc.so.6, libseccomp.so.2: what find_library would answer on glibc
-systems with libseccomp 2.x) and falls back to find_library for anything else. Use
-`load()` wherever the first import of pyseccomp may happen; later plain imports get the
-same module from sys.modules.
+pyseccomp finds libc and libseccomp with ctypes.util.find_library at import time. On
+Linux that runs `ldconfig -p` in a subprocess for each (~3 ms together), and importing
+ctypes.util itself pulls in shutil, subprocess and their imports (~5-9 ms); both sit on
+`apply`'s start-up path, in two processes. `load()` lets pyseccomp find the two
+libraries by their sonames (libc.so.6, libseccomp.so.2: what find_library answers on
+glibc systems with libseccomp 2.x): while pyseccomp is imported, `ctypes.util` is a
+stand-in module whose find_library tries the soname and, for anything else or if the
+soname does not load, imports the real ctypes.util and asks it. The stand-in is removed
+right after, so a later `import ctypes.util` gets the real module. Use `load()` wherever
+the first import of pyseccomp may happen; later plain imports get the same module from
+sys.modules.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from types import ModuleType
 
 _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
-def _find_library(name: str, _fallback=ctypes.util.find_library) -> str | None:
+def _find_library(name: str) -> str | None:
     soname = _SONAMES.get(name)
     if soname is not None:
         try:
@@ -27,7 +30,20 @@ def _find_library(name: str, _fallback=ctypes.util.find_library) -> str | None:
             return soname
         except OSError:
             pass
-    return _fallback(name)
+    import importlib
+
+    real = sys.modules.get("ctypes.util")
+    if real is None or real.__dict__.get("_sandboxctl_stand_in"):
+        # the real module, imported for this one question; the stand-in stays in place
+        # until load() removes it
+        saved = sys.modules.pop("ctypes.util", None)
+        try:
+            real = importlib.import_module("ctypes.util")
+        finally:
+            if saved is not None:
+                sys.modules["ctypes.util"] = saved
+                ctypes.util = saved  # type: ignore[attr-defined]
+    return real.find_library(name)
 
 
 def load() -> ModuleType:
@@ -35,12 +51,27 @@ def load() -> ModuleType:
     mod = sys.modules.get("pyseccomp")
     if mod is not None:
         return mod
-    saved = ctypes.util.find_library
-    ctypes.util.find_library = _find_library
+    real = sys.modules.get("ctypes.util")
+    if real is not None:  # already imported by someone: only its find_library is swapped
+        saved = real.find_library
+        real.find_library = _find_library
+        try:
+            import pyseccomp
+        finally:
+            real.find_library = saved
+        return pyseccomp
+    stand_in = ModuleType("ctypes.util")
+    stand_in.find_library = _find_library  # type: ignore[attr-defined]
+    stand_in._sandboxctl_stand_in = True  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in  # type: ignore[attr-defined]
     try:
         import pyseccomp
     finally:
-        ctypes.util.find_library = saved
+        if sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+        if getattr(ctypes, "util", None) is stand_in:
+            del ctypes.util  # type: ignore[attr-defined]
     return pyseccomp
 
 

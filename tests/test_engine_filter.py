@@ -161,3 +161,31 @@ def test_pyseccomp_loads_without_running_ldconfig():
                           "import pyseccomp as sc\n")
     r = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
     assert r.returncode != 0 and "a subprocess was started" in r.stderr
+
+
+def test_pyseccomp_loads_without_importing_ctypes_util():
+    """load() gives pyseccomp a stand-in ctypes.util (importing the real one costs ~5-9 ms
+    of start-up) and removes it after: a later `import ctypes.util` is the real module.
+    With the real module already imported, load() still works and leaves it as it was."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, ctypes\n"
+        "from sandboxctl.engine.libseccomp import load\n"
+        "sc = load()\n"
+        "assert 'ctypes.util' not in sys.modules, 'ctypes.util was imported'\n"
+        "assert not hasattr(ctypes, 'util')\n"
+        "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
+        "import ctypes.util\n"
+        "assert ctypes.util.find_library('m') is not None\n"
+        "assert not hasattr(ctypes.util, '_sandboxctl_stand_in')\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    first = ("import ctypes.util\nreal = ctypes.util.find_library\n"
+             "from sandboxctl.engine.libseccomp import load\nsc = load()\n"
+             "assert ctypes.util.find_library is real\n"
+             "assert sc.SyscallFilter(sc.ALLOW) is not None\nprint('ok')\n")
+    r = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
