@@ -9,7 +9,7 @@ canonical path (symlinks expanded, `..` applied) before it touches the file.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..engine.plan import GoferConfig, PathRule, SyntheticFile
 
@@ -73,8 +73,7 @@ def _normalize_glob(glob: str) -> str:
     return glob
 
 
-@dataclass(frozen=True)
-class RuleSet:
+class RuleSet(NamedTuple):
     """One ordered list of glob rules compiled to a single regex with a group per rule."""
 
     rules: tuple[PathRule, ...]
@@ -110,8 +109,7 @@ class RuleSet:
         return int(m.lastgroup[1:]) if m.lastgroup else -1  # type: ignore[index]
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """The Gofer's path rules and synthetic files, compiled."""
 
     deny: RuleSet

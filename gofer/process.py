@@ -28,7 +28,6 @@ import select
 import signal
 import socket
 import threading
-from dataclasses import dataclass
 
 from ..engine.errors import SandboxError
 from ..engine.plan import Plan, SyntheticFile
@@ -38,13 +37,13 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
 
-@dataclass
 class GoferHandle:
     """The launcher's handle on a running Gofer process."""
 
-    pid: int
-    _status: int | None = None
-    _closing: bool = False
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._status: int | None = None
+        self._closing = False
 
     def kill(self) -> None:
         self._closing = True  # an exit we asked for: the watcher leaves the sandbox alone

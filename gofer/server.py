@@ -28,7 +28,7 @@ import select
 import socket
 import stat
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import sys as gsys
 from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC,
@@ -60,8 +60,7 @@ class Refused(Exception):
         self.path = path
 
 
-@dataclass
-class _Target:
+class _Target(NamedTuple):
     """What a probe found: an O_PATH descriptor and the canonical path."""
 
     fd: int  # O_PATH descriptor of the object (owned)

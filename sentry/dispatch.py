@@ -16,8 +16,7 @@ What the rule's action means for a trapped call:
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..engine.filter import decide
 from ..engine.plan import DefaultAction, Plan, SyscallRule
@@ -29,8 +28,7 @@ from .table import Entry, load_table, resolve
 NR_MAX = 512
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """How one syscall number is served."""
 
     rule: SyscallRule | DefaultAction | None  # fixed rule; None: decide per call by args

@@ -38,8 +38,7 @@ import socket
 import stat
 import struct
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..gofer import sys as gsys
 from ..gofer.client import GoferClient, GoferGone
@@ -63,8 +62,7 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-@dataclass
-class _Task:
+class _Task(NamedTuple):
     """A thread's ids: host thread group, and pid/tid in the sandbox's pid namespace."""
 
     tgid: int  # host view
@@ -82,21 +80,21 @@ _AT_STATX_FORCE_SYNC = 0x2000
 _TASKS_MAX = 4096  # remembered thread ids; past this the map starts again empty
 
 
-@dataclass
 class FsState:
     """Per-Sentry state of the file handlers: the Gofer client, thread ids, the attribute cache."""
 
-    client: GoferClient
-    tasks: dict[int, _Task] = field(default_factory=dict)  # host tid -> ids
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # the attribute cache (module docstring)
-    cache_on: bool = False
-    attrs: dict[tuple[int, bytes, int, int], bytes] = field(default_factory=dict)
-    gen: int = 0
-    volatile: set[tuple[int, int]] = field(default_factory=set)
-    hits: int = 0
-    misses: int = 0
-    drops: int = 0
+    def __init__(self, client: GoferClient, cache_on: bool = False) -> None:
+        self.client = client
+        self.tasks: dict[int, _Task] = {}  # host tid -> ids
+        self.lock = threading.Lock()
+        # the attribute cache (module docstring)
+        self.cache_on = cache_on
+        self.attrs: dict[tuple[int, bytes, int, int], bytes] = {}
+        self.gen = 0
+        self.volatile: set[tuple[int, int]] = set()
+        self.hits = 0
+        self.misses = 0
+        self.drops = 0
 
     def drop_cache(self) -> None:
         self.gen += 1  # first: an insertion racing with this sees the change

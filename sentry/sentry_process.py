@@ -21,9 +21,7 @@ import select
 import signal
 import threading
 import time
-import traceback
-from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, NamedTuple, TextIO
 
 from .forking import close_fds_except, fork_flushed
 from .runs import EventWriter, RunRecord
@@ -112,8 +110,7 @@ def isolate_fds(gofer_sock: Any, *keep: int) -> None:
     close_fds_except(fds)
 
 
-@dataclass(frozen=True)
-class SentryOutput:
+class SentryOutput(NamedTuple):
     """The Sentry's files: the run's events (buffered) and, with debug, its log.
 
     emit and flush share one lock (blocking handlers emit from worker threads); log is
@@ -138,6 +135,10 @@ def open_output(run: RunRecord, debug: bool) -> SentryOutput:
     writer = EventWriter(run.events_path, buffered=True)
     log_fh: TextIO | None = None
     if debug:
+        # for report_failure's traceback in the log: imported now, before the Sentry
+        # confines itself (and only with --debug: ~1.5 ms of start-up otherwise)
+        import traceback  # noqa: F401
+
         try:
             log_fh = open(run.log_path, "a", buffering=1)  # noqa: SIM115
         except BaseException:
@@ -172,6 +173,8 @@ def report_failure(exc: BaseException, run: RunRecord, child_pidfd: int,
     try:
         (run.dir / FAILED).write_text(reason + "\n")
         if out is not None and out.log_fh is not None:
+            import traceback  # (imported by open_output already)
+
             out.log_fh.write(traceback.format_exc())
         os.write(2, f"sandboxctl: {reason}\n".encode())
     except BaseException:  # noqa: BLE001

@@ -24,7 +24,6 @@ import select
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.errors import HostError, SandboxError
@@ -105,18 +104,19 @@ def take_listener(child_pidfd: int, fdnum: int, timeout: float = LISTENER_TIMEOU
         delay = min(delay * 2, 0.01)
 
 
-@dataclass
 class SentryHandle:
     """The launcher's handle on a running Sentry process."""
 
-    pid: int
-    pidfd: int  # readable when the Sentry has exited
-    run: RunRecord
-    _child_pidfd: int
-    _stop_w: int
-    _status: int | None = None
-    _watcher: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, pid: int, pidfd: int, run: RunRecord, child_pidfd: int,
+                 stop_w: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd  # readable when the Sentry has exited
+        self.run = run
+        self._child_pidfd = child_pidfd
+        self._stop_w = stop_w
+        self._status: int | None = None
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the Sentry to exit (it does once no sandboxed task is left; call after

@@ -16,16 +16,14 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .call import Handler
 
 Status = Literal["supported", "partial", "unimplemented"]
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One handler of the Sentry's table: what serves a syscall, its status and note."""
 
     handler: str | None  # "module:function", None for unimplemented calls

@@ -496,6 +496,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     # Joining a cgroup v1 memory controller takes ~10 ms in the kernel (GIL released):
     # a thread does it as soon as the keeper names init, while this one imports below.
     joiner = _CgroupJoiner(cg, cg_r, go_w)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     joiner.start()
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
@@ -504,6 +506,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     session.on_close(lambda: None if run_rec.status.get("ended") else run_rec.finish(None))
     _warm_imports(plan)
     joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
+    sys.setswitchinterval(switch)
     for w in joiner.warnings:
         print(w, file=sys.stderr)
     if not gc.isenabled():
