@@ -15,28 +15,115 @@ examples:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class _Option(NamedTuple):
+    """One option of `apply`. add_arguments gives these to argparse; parse_fast reads
+    the common command lines with the same table, without argparse."""
+
+    flag: str
+    kind: str  # "flag" (store_true), "value", "choice", "optional" (nargs="?")
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    const: str | None = None  # "optional": the value when none is given
+    metavar: str | None = None
+
+
+_OPTIONS = (
+    _Option("--debug", "flag", False, "write the Sentry's log (sentry.log in the run directory)"),
+    _Option("--no-cache", "flag", False, "compile the profile again even if a cached Plan matches"),
+    _Option("--platform", "choice", None,
+            "how trapped calls reach the Sentry (default: the profile's platform, else "
+            "seccomp-notify); ptrace works without user notification",
+            choices=("seccomp-notify", "ptrace")),
+    _Option("--strace", "optional", None,
+            "log system calls with decoded arguments, result and duration to the run's "
+            "strace.log, or to stderr with --strace=-; on ptrace every call, on "
+            "seccomp-notify only the calls that reach the Sentry", const="log", metavar="-"),
+    _Option("--strace-syscalls", "value", None,
+            "with --strace: only these system calls (e.g. openat,read)", metavar="A,B,C"),
+    _Option("--tty", "choice", "auto",
+            "give the program a pty: auto (when stdin and stdout are terminals), always, never",
+            choices=("auto", "always", "never")),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     parser.add_argument("profile", help="profile file, built-in profile name, or a Plan (.json)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the command to run (after --); default: the profile's process.command")
-    parser.add_argument("--debug", action="store_true", help="write the Sentry's log (sentry.log in the run directory)")
-    parser.add_argument("--no-cache", action="store_true", help="compile the profile again even if a cached Plan matches")
-    parser.add_argument("--platform", choices=("seccomp-notify", "ptrace"), default=None,
-                        help="how trapped calls reach the Sentry (default: the profile's "
-                        "platform, else seccomp-notify); ptrace works without user notification")
-    parser.add_argument("--strace", nargs="?", const="log", default=None, metavar="-",
-                        help="log system calls with decoded arguments, result and duration to "
-                        "the run's strace.log, or to stderr with --strace=-; on ptrace every "
-                        "call, on seccomp-notify only the calls that reach the Sentry")
-    parser.add_argument("--strace-syscalls", default=None, metavar="A,B,C",
-                        help="with --strace: only these system calls (e.g. openat,read)")
-    parser.add_argument("--tty", choices=("auto", "always", "never"), default="auto",
-                        help="give the program a pty: auto (when stdin and stdout are terminals), always, never")
+    for o in _OPTIONS:
+        kw: dict[str, Any] = {"help": o.help}
+        if o.kind == "flag":
+            kw["action"] = "store_true"
+        else:
+            kw["default"] = o.default
+            if o.choices:
+                kw["choices"] = o.choices
+            if o.kind == "optional":
+                kw.update(nargs="?", const=o.const)
+            if o.metavar:
+                kw["metavar"] = o.metavar
+        parser.add_argument(o.flag, **kw)
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """The arguments of `apply` for the common command lines, without argparse (its
+    import, its parser and gettext's lookups are ~5 ms of every run's start-up):
+    `[OPTION...] PROFILE [-- COMMAND...]` and `[OPTION...] PROFILE COMMAND...` with a
+    COMMAND that does not start with "-" and holds no "--". Options are the exact names
+    of _OPTIONS (`--opt=V` or `--opt V`; --strace only as `--strace=V`). Anything else
+    (help, abbreviations, a bad choice, options after the profile) gives None, and the
+    caller asks argparse, which also words the errors. The result is the one argparse
+    gives (tests compare the two)."""
+    opts = {o.flag: o for o in _OPTIONS}
+    ns: dict[str, Any] = {_dest(o.flag): o.default for o in _OPTIONS}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        o = opts.get(name)
+        if o is None:
+            return None
+        if o.kind == "flag":
+            if eq:
+                return None
+            ns[_dest(name)] = True
+            i += 1
+            continue
+        if not eq:
+            if o.kind == "optional" or i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            value = argv[i + 1]
+            i += 1
+        if o.choices and value not in o.choices:
+            return None
+        ns[_dest(name)] = value
+        i += 1
+    if i >= len(argv):
+        return None  # no profile: argparse says so
+    profile, rest = argv[i], argv[i + 1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+        if "--" in rest:
+            return None
+    elif rest and (rest[0].startswith("-") or "--" in rest):
+        return None
+    return SimpleNamespace(profile=profile, command=list(rest), **ns)
 
 
 def load_plan(ref: str, use_cache: bool = True):
@@ -59,11 +146,11 @@ def load_plan(ref: str, use_cache: bool = True):
 
     path, display = ref, None
     if not os.path.exists(ref):
-        from ..engine.builtins import builtin_path, display_name
+        from ..engine.builtins import builtin_file, display_name
 
-        p = builtin_path(ref)
+        p = builtin_file(ref)
         if p is not None:
-            path, display = str(p), display_name(p)
+            path, display = p, display_name(p)
     # Through the cache of compiled Plans: an unchanged profile skips YAML and JSON Schema.
     return compile_cached(path, display=display, check_filter=True, use_cache=use_cache)
 

@@ -8,16 +8,21 @@ match and every bind-mount source still exists. The folder is $SANDBOXCTL_CACHE_
 $XDG_CACHE_HOME/sandboxctl/plans (~/.cache/sandboxctl/plans). Failures to read or write
 the cache are never errors: the profile is compiled again. Entries are used only when
 this user owns them and their folder and neither is writable by others.
+
+A lookup is on `apply`'s start-up path: it works on path strings (pathlib alone costs ~3
+ms to import), and cache_dir() builds a Path only for other callers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 try:
     # CPython's own SHA-256: the same digest as hashlib's, without importing OpenSSL's
@@ -29,48 +34,58 @@ except ImportError:  # pragma: no cover - another interpreter, or Python 3.12+ (
 CACHE_FORMAT = 1
 
 
-def cache_dir() -> Path:
+def _cache_path() -> str:
     env = os.environ.get("SANDBOXCTL_CACHE_DIR")
     if env:
-        return Path(env)
+        return env
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sandboxctl" / "plans"
+    return os.path.join(base, "sandboxctl", "plans")
+
+
+def cache_dir() -> Path:
+    from pathlib import Path
+
+    return Path(_cache_path())
 
 
 def _engine_stamp() -> list[Any]:
-    from .builtins import profiles_dir
+    from .builtins import profiles_path
 
-    here = Path(__file__).resolve().parent
-    files = sorted(here.glob("*.py")) + [profiles_dir() / "schema.json", profiles_dir() / "groups.yaml"]
+    here = os.path.dirname(os.path.realpath(__file__))
+    files = sorted(os.path.join(here, n) for n in os.listdir(here) if n.endswith(".py"))
+    files += [os.path.join(profiles_path(), "schema.json"), os.path.join(profiles_path(), "groups.yaml")]
     out: list[Any] = []
     for f in files:
+        name = os.path.basename(f)
         try:
-            st = f.stat()
-            out.append([f.name, st.st_mtime_ns, st.st_size])
+            st = os.stat(f)
+            out.append([name, st.st_mtime_ns, st.st_size])
         except OSError:
-            out.append([f.name, None, None])
+            out.append([name, None, None])
     return out
 
 
-def _sha(path: Path) -> str | None:
+def _sha(path: str | os.PathLike[str]) -> str | None:
     try:
-        return _sha256(path.read_bytes()).hexdigest()
+        with open(path, "rb") as fh:
+            return _sha256(fh.read()).hexdigest()
     except OSError:
         return None
 
 
-def _key(path: str | Path, display: str | None, overrides: Mapping[str, Any] | None) -> str:
-    data = [CACHE_FORMAT, str(Path(path).resolve()), display or str(path), os.getcwd(),
+def _key(path: str | os.PathLike[str], display: str | None,
+         overrides: Mapping[str, Any] | None) -> str:
+    data = [CACHE_FORMAT, os.path.realpath(path), display or os.fspath(path), os.getcwd(),
             json.dumps(overrides or {}, sort_keys=True, default=str), _engine_stamp()]
     return _sha256(json.dumps(data, default=str).encode()).hexdigest()
 
 
-def _trusted(path: Path) -> bool:
+def _trusted(path: str) -> bool:
     """A cached Plan decides what a sandbox enforces: use only files and folders this
     user owns that nobody else can write."""
     try:
-        for p in (path, path.parent):
-            st = p.stat()
+        for p in (path, os.path.dirname(path)):
+            st = os.stat(p)
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return False
     except OSError:
@@ -78,11 +93,12 @@ def _trusted(path: Path) -> bool:
     return True
 
 
-def _lookup(entry_file: Path, need_filter: bool) -> Plan | None:
+def _lookup(entry_file: str, need_filter: bool) -> Plan | None:
     if not _trusted(entry_file):
         return None
     try:
-        entry = json.loads(entry_file.read_text())
+        with open(entry_file, encoding="utf-8") as fh:
+            entry = json.loads(fh.read())
     except (OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
@@ -90,7 +106,7 @@ def _lookup(entry_file: Path, need_filter: bool) -> Plan | None:
     if need_filter and not entry.get("filter_ok"):
         return None
     for f, digest in entry.get("files", {}).items():
-        if _sha(Path(f)) != digest:
+        if _sha(f) != digest:
             return None
     try:
         plan = Plan.from_dict(entry["plan"])
@@ -102,12 +118,12 @@ def _lookup(entry_file: Path, need_filter: bool) -> Plan | None:
     return plan
 
 
-def compile_cached(path: str | Path, *, display: str | None = None,
+def compile_cached(path: str | os.PathLike[str], *, display: str | None = None,
                    overrides: Mapping[str, Any] | None = None, use_cache: bool = True,
                    check_filter: bool = False) -> Plan:
     """compile_profile through the cache. With check_filter, the seccomp filter is also
     built once (so libseccomp accepts the rules) before the Plan counts as valid."""
-    entry_file = cache_dir() / f"{_key(path, display, overrides)}.json"
+    entry_file = os.path.join(_cache_path(), f"{_key(path, display, overrides)}.json")
     if use_cache:
         plan = _lookup(entry_file, check_filter)
         if plan is not None:
@@ -129,8 +145,8 @@ def compile_cached(path: str | Path, *, display: str | None = None,
         entry = {"format": CACHE_FORMAT, "filter_ok": filter_ok, "plan": plan.to_dict(),
                  "files": {str(p): _sha(p) for p in res.paths}}
         try:
-            entry_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = entry_file.with_suffix(f".{os.getpid()}.tmp")
+            os.makedirs(os.path.dirname(entry_file), mode=0o700, exist_ok=True)
+            tmp = entry_file[:-len(".json")] + f".{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(entry, sort_keys=True))

@@ -958,7 +958,7 @@ def _tracer_main(plan: Any, child_pid: int, child_pidfd: int, run: Any,
         if strace is not None:
             from .strace import open_strace
 
-            strace_log = open_strace(strace, str(run.dir), strace_syscalls)
+            strace_log = open_strace(strace, run.path, strace_syscalls)
         flush = out.flush
         log = out.log
         ctx = SentryContext(plan=plan, emit=out.emit, gofer_sock=gofer_sock, debug=log)

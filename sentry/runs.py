@@ -8,6 +8,10 @@
         sentry.log     with --debug
 
 Run ids sort by time: 20261122-063012-3f9a.
+
+The writing side (new_run, RunRecord, EventWriter: `apply`'s start-up path) works on
+path strings; pathlib (~3 ms to import) is imported only by the reading side and by
+RunRecord.dir.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 from ..engine.errors import SandboxctlError
 from ..engine.plan import Plan
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EVENTS = "events.jsonl"
 STATUS = "status.json"
@@ -27,17 +33,25 @@ PLAN = "plan.json"
 SENTRY_LOG = "sentry.log"
 
 
-def state_dir() -> Path:
-    """The sandboxctl state directory (holds runs/)."""
+def _state_path() -> str:
     override = os.environ.get("SANDBOXCTL_STATE_DIR")
     if override:
-        return Path(override)
+        return override
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "sandboxctl"
+    return os.path.join(base, "sandboxctl")
+
+
+def state_dir() -> Path:
+    """The sandboxctl state directory (holds runs/)."""
+    from pathlib import Path
+
+    return Path(_state_path())
 
 
 def runs_dir() -> Path:
-    return state_dir() / "runs"
+    from pathlib import Path
+
+    return Path(_state_path(), "runs")
 
 
 def _new_id(bump: int = 0) -> str:
@@ -52,23 +66,33 @@ class RunRecord:
     """A run's directory. The supervisor creates it (new_run) and finishes it; the Sentry
     appends events through an EventWriter opened on `events_path`."""
 
-    def __init__(self, id: str, dir: Path, status: dict[str, Any] | None = None,
+    def __init__(self, id: str, dir: str | os.PathLike[str], status: dict[str, Any] | None = None,
                  _events: "EventWriter | None" = None) -> None:
         self.id = id
-        self.dir = dir
+        self.path = os.fspath(dir)  # the run's directory
         self.status: dict[str, Any] = status if status is not None else {}
         self._events = _events
 
     def __repr__(self) -> str:
-        return f"RunRecord(id={self.id!r}, dir={str(self.dir)!r})"
+        return f"RunRecord(id={self.id!r}, dir={self.path!r})"
 
     @property
-    def events_path(self) -> Path:
-        return self.dir / EVENTS
+    def dir(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.path)
+
+    def file(self, name: str) -> str:
+        """The path of one file of the run (EVENTS, STATUS, ...)."""
+        return os.path.join(self.path, name)
 
     @property
-    def log_path(self) -> Path:
-        return self.dir / SENTRY_LOG
+    def events_path(self) -> str:
+        return self.file(EVENTS)
+
+    @property
+    def log_path(self) -> str:
+        return self.file(SENTRY_LOG)
 
     def event(self, ev: dict[str, Any]) -> None:
         """Append one event (from the supervisor's side; the Sentry uses its own writer)."""
@@ -86,29 +110,34 @@ class RunRecord:
             self._events.close()
             self._events = None
         if killed_by is None:
-            killed_by = last_kill_event(self.dir)
+            killed_by = last_kill_event(self.path)
         self.status.update({"ended": time.time(), "exit_code": exit_code, "signal": signal,
                             "killed_by": killed_by})
-        _write_json(self.dir / STATUS, self.status)
+        _write_json(self.file(STATUS), self.status)
         return self.status
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = os.path.splitext(path)[0] + ".tmp"
+    _write_text(tmp, json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
 def new_run(plan: Plan, command: list[str] | tuple[str, ...]) -> RunRecord:
     """Create the run directory with plan.json and a first status.json."""
-    root = runs_dir()
+    root = os.path.join(_state_path(), "runs")
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(root, mode=0o700, exist_ok=True)
         for attempt in range(20):
             rid = _new_id(attempt)
-            d = root / rid
+            d = os.path.join(root, rid)
             try:
-                d.mkdir(mode=0o700)
+                os.mkdir(d, mode=0o700)
                 break
             except FileExistsError:
                 continue
@@ -117,14 +146,14 @@ def new_run(plan: Plan, command: list[str] | tuple[str, ...]) -> RunRecord:
     except PermissionError as exc:
         raise SandboxctlError(f"cannot create the run directory {root}: {exc.strerror}",
                               hint="set SANDBOXCTL_STATE_DIR to a writable directory") from exc
-    (d / PLAN).write_text(plan.to_json(indent=None))  # compact: json's C encoder, ~1 ms
-    (d / EVENTS).touch()
+    _write_text(os.path.join(d, PLAN), plan.to_json(indent=None))  # compact: C encoder, ~1 ms
+    _write_text(os.path.join(d, EVENTS), "")
     rec = RunRecord(rid, d)
     rec.status = {"run": rid, "command": list(command), "profile": plan.profile_file,
                   "profile_name": plan.profile_name, "started": time.time(), "ended": None,
                   "exit_code": None, "signal": None, "killed_by": None,
                   "platform": plan.launch.platform}
-    _write_json(d / STATUS, rec.status)
+    _write_json(rec.file(STATUS), rec.status)
     return rec
 
 
@@ -160,16 +189,17 @@ def find_run(ref: str | None) -> Path:
                           hint="give more of the run id")
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
+def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / STATUS).read_text())
+        with open(os.path.join(run_dir, STATUS), encoding="utf-8") as fh:
+            return json.loads(fh.read())
     except (OSError, ValueError):
-        return {"run": run_dir.name}
+        return {"run": os.path.basename(run_dir)}
 
 
-def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
+def read_events(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     try:
-        fh = open(run_dir / EVENTS, encoding="utf-8")
+        fh = open(os.path.join(run_dir, EVENTS), encoding="utf-8")
     except FileNotFoundError:
         return
     with fh:
@@ -183,7 +213,7 @@ def read_events(run_dir: Path) -> Iterator[dict[str, Any]]:
                 continue  # a line cut by a crash
 
 
-def last_kill_event(run_dir: Path) -> dict[str, Any] | None:
+def last_kill_event(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     last = None
     for ev in read_events(run_dir):
         if ev.get("action") == "kill":
@@ -198,7 +228,7 @@ class EventWriter:
     """Appends events as JSON lines. Buffered in the Sentry (flushed by the loop every
     so often and at exit); the caller serialises access."""
 
-    def __init__(self, path: Path | str, buffered: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], buffered: bool = True) -> None:
         self._fh: TextIO = open(path, "a", encoding="utf-8", buffering=(1 << 16) if buffered else 1)
         self.count = 0
 

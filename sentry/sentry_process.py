@@ -171,7 +171,8 @@ def report_failure(exc: BaseException, run: RunRecord, child_pidfd: int,
     reason = f"the Sentry failed: {exc.__class__.__name__}: {exc}"
     pidfd_kill(child_pidfd, signal.SIGKILL)
     try:
-        (run.dir / FAILED).write_text(reason + "\n")
+        with open(run.file(FAILED), "w", encoding="utf-8") as fh:
+            fh.write(reason + "\n")
         if out is not None and out.log_fh is not None:
             import traceback  # (imported by open_output already)
 

@@ -148,7 +148,8 @@ class SentryHandle:
     def failed(self) -> str | None:
         """Why the Sentry failed, or None if it did not (or has not exited yet)."""
         try:
-            return (self.run.dir / FAILED).read_text().strip() or "the Sentry failed"
+            with open(self.run.file(FAILED), encoding="utf-8") as fh:
+                return fh.read().strip() or "the Sentry failed"
         except OSError:
             pass
         st = self._status
@@ -246,7 +247,7 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
         if strace is not None:  # --strace: the calls that reach the Sentry (sentry/strace.py)
             from .strace import StracingDispatcher, open_strace
 
-            dispatcher = StracingDispatcher(dispatcher, open_strace(strace, str(run.dir),
+            dispatcher = StracingDispatcher(dispatcher, open_strace(strace, run.path,
                                                                     strace_syscalls))
         blocking = any(s is not None and s.may_block for s in dispatcher.slots)
         loop = NotifyLoop(listener, dispatcher, workers=4 if blocking else 0, flush=flush,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
+import os
 from typing import Literal, NamedTuple
 
 from .call import Handler
@@ -65,9 +65,21 @@ _PREFIX = "handlers_"
 
 
 def _family_modules() -> list[str]:
+    """The handler family modules, by file name in this package's folder(s). (Not
+    pkgutil.iter_modules: it imports inspect, ~4 ms of `apply`'s start-up.)"""
     from . import __path__ as pkg_path  # type: ignore[attr-defined]
 
-    return sorted(m.name for m in pkgutil.iter_modules(pkg_path) if m.name.startswith(_PREFIX))
+    names: set[str] = set()
+    for folder in pkg_path:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for fname in entries:
+            stem, dot, ext = fname.rpartition(".")
+            if stem.startswith(_PREFIX) and dot and ext in ("py", "pyc") and stem.isidentifier():
+                names.add(stem)
+    return sorted(names)
 
 
 @functools.cache
