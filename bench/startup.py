@@ -52,21 +52,12 @@ def main() -> int:
         "sandboxctl ptrace": [*sandboxctl.split(), "apply", "--platform", "ptrace",
                               args.profile, "--", "true"],
     }
-    # The development venv installs sandboxctl editable: `site` then imports a finder
-    # (pathlib, re, fnmatch: ~15-18 ms of every start). A regular install has none; this
-    # row runs the same code that way (no `site`: the package and the venv's libraries on
-    # PYTHONPATH instead).
-    envs: dict[str, dict[str, str]] = {}
-    plain = os.path.join(state, "plain")
-    os.makedirs(plain)
-    os.symlink(REPO, os.path.join(plain, "sandboxctl"))
-    site_pkgs = next((p for p in sys.path if p.endswith("site-packages")), None)
-    if site_pkgs is not None:
-        envs["sandboxctl (no editable finder)"] = dict(env, PYTHONPATH=f"{plain}:{site_pkgs}")
-        entry = ("import sys; sys.argv = ['sandboxctl', *sys.argv[1:]]; "
-                 "from sandboxctl.cli.main import main; sys.exit(main())")
-        contenders["sandboxctl (no editable finder)"] = [
-            sys.executable, "-S", "-c", entry, "apply", args.profile, "--", "true"]
+    # `sandboxctl` as .ci/setup installs it is cli/entry.py's script (python -S: no
+    # `site`). This row is the console script pip writes next to the interpreter, which
+    # starts with `site` (and, in an editable install, its finder), for comparison.
+    console = os.path.join(os.path.dirname(sys.executable), "sandboxctl")
+    if os.access(console, os.X_OK) and os.path.realpath(console) != os.path.realpath(sandboxctl.split()[0]):
+        contenders["sandboxctl (pip console script)"] = [console, "apply", args.profile, "--", "true"]
     # What a launcher written in Python pays at least: the interpreter, namespaces, a
     # read-only root, pivot_root, exec (bench/floor_launch.py: no sandboxctl layer at all)
     contenders["CPython floor (no layers)"] = [
@@ -79,10 +70,10 @@ def main() -> int:
 
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for name, argv in contenders.items():  # warm caches once
-        wall(argv, envs.get(name, env))
+        wall(argv, env)
     for _ in range(args.n):
         for name, argv in contenders.items():
-            times[name].append(wall(argv, envs.get(name, env)))
+            times[name].append(wall(argv, env))
     shutil.rmtree(state, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in times.items()}

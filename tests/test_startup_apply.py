@@ -100,7 +100,7 @@ def test_documented_startup_benchmark_runs() -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     for row in ("native", "sandboxctl (profile)", "sandboxctl (plan.json)",
-                "sandboxctl (no editable finder)", "sandboxctl ptrace", "CPython floor (no layers)"):
+                "sandboxctl (pip console script)", "sandboxctl ptrace", "CPython floor (no layers)"):
         line = next((l for l in r.stdout.splitlines() if l.startswith(row + " ")), None)
         assert line is not None, r.stdout
         assert float(line[len(row):].split()[0]) > 0
@@ -116,3 +116,72 @@ def test_the_floor_launcher_is_a_real_launch() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["pid=1", "read-only", "3"], r.stdout  # sh, ls, grep only
     assert not Path("/floor-probe").exists()
+
+
+def test_entry_script_starts_without_site_and_runs_apply(tmp_path: Path) -> None:
+    """cli/entry.py writes the `sandboxctl` command .ci/setup installs: `python -S`, the
+    environment's site-packages and the package folder on sys.path, the same main()."""
+    from sandboxctl.cli.entry import install
+
+    script = tmp_path / "sandboxctl"
+    install(str(script))
+    text = script.read_text()
+    assert text.splitlines()[0] == f"#!{sys.executable} -S"
+    assert os.access(script, os.X_OK)
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "sandboxctl 0.1.0", r.stderr
+    r = subprocess.run([str(script), "apply", "default", "--", "sh", "-c", "echo in; exit 7"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       env=_env(tmp_path), timeout=60)
+    assert (r.returncode, r.stdout) == (7, "in\n"), r.stderr
+    # the installed command is this script (so the README's commands use it)
+    installed = Path("/usr/local/bin/sandboxctl")
+    if installed.exists():
+        assert installed.read_text().splitlines()[0].endswith(" -S")
+
+
+# Modules `apply` does without on its start-up path (each costs 1-10 ms to import; the
+# commands that need them import them inside their own code).
+_NOT_ON_APPLY_PATH = ("site", "argparse", "gettext", "locale", "dataclasses", "inspect",
+                      "pathlib", "shutil", "subprocess", "ctypes.util", "hashlib", "tempfile",
+                      "pkgutil", "importlib.util", "traceback", "textwrap", "urllib.parse",
+                      "ruamel.yaml", "jsonschema", "rich", "ptrace")
+
+
+def test_apply_start_up_path_imports_nothing_heavy(tmp_path: Path) -> None:
+    """Runs, in the interpreter the installed command starts (python -S, the entry
+    script's sys.path), what `sandboxctl apply default -- true` runs before the sandbox
+    exists and while it sets itself up: the fast argument parser, the Plan from the
+    cache, the launcher, the run record, the supervisor's warm imports (Sentry, Gofer,
+    syscall table) and init's (filter code). None of the heavy modules may be imported."""
+    from sandboxctl.cli.entry import script_text
+
+    probe = script_text().replace("from sandboxctl.cli.main import main\nsys.exit(main())\n", """
+from sandboxctl.cli import main as M
+mod = M._load("apply")
+args = mod.parse_fast(["default", "--", "true"])
+assert args is not None
+plan = mod.load_plan(args.profile)  # from the Plan cache
+from sandboxctl.sentry.launch import launcher as L
+from sandboxctl.sentry.runs import new_run
+new_run(plan, ["true"])
+assert L._module_exists("sandboxctl.gofer.process")
+L._warm_imports(plan)
+L._import_child_side(plan)
+print(" ".join(sorted(sys.modules)))
+""")
+    assert "parse_fast" in probe
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    # a Plan in the cache first (what every apply of an unchanged profile finds)
+    warm = subprocess.run([sys.executable, "-c", "from sandboxctl.cli.cmd_apply import load_plan; "
+                           "load_plan('default')"], capture_output=True, text=True,
+                          env=_env(tmp_path), timeout=60)
+    assert warm.returncode == 0, warm.stderr
+    r = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True,
+                       env=_env(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = set(r.stdout.split())
+    assert "sandboxctl.sentry.supervisor" in loaded and "pyseccomp" in loaded  # it ran
+    heavy = {m for m in loaded for bad in _NOT_ON_APPLY_PATH if m == bad or m.startswith(bad + ".")}
+    assert not heavy, f"imported on apply's start-up path: {sorted(heavy)}"
