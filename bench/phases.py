@@ -3,9 +3,11 @@
 
     python bench/phases.py [-n 9] [PROFILE] [-- COMMAND...]     (default: default -- true)
 
-Runs `sandboxctl apply` in a fresh interpreter N times with the launcher's steps wrapped
-(no change to the product: the wrappers are installed from outside, and the sandbox's
-processes are forks, so they carry them). Each step writes "start"/"end" with a monotonic
+Runs `sandboxctl apply` in a fresh interpreter N times, started as the installed command
+starts (python -S, cli/entry.py's sys.path), with the launcher's steps wrapped (no change
+to the product: an import hook wraps a step's module when the product imports it, so
+nothing is imported earlier than in a real run, and the sandbox's processes are forks,
+so they carry the wrappers). Each step writes "start"/"end" with a monotonic
 clock to a shared file; the table gives each step's median offset from the moment the
 interpreter was asked to start, and its median duration. Not a test: it prints a table.
 """
@@ -40,8 +42,10 @@ _STEPS = (
     ("sandboxctl.sentry.seccomp_child", "load_and_exec"),
     ("sandboxctl.gofer.process", "spawn_gofer"),
     ("sandboxctl.gofer.process", "PendingGofer.ready"),
-    ("sandboxctl.sentry.supervisor", "start_sentry"),
+    ("sandboxctl.sentry.supervisor", "fork_sentry_early"),
+    ("sandboxctl.sentry.supervisor", "EarlySentry.hand_over"),
     ("sandboxctl.sentry.supervisor", "take_listener"),
+    ("sandboxctl.sentry.launch.launcher", "_recv_report"),
     ("sandboxctl.sentry.supervisor", "_sentry_main"),
     ("sandboxctl.sentry.confine", "confine"),
     ("sandboxctl.sentry.dispatch", "Dispatcher.__init__"),
@@ -54,7 +58,7 @@ _STEPS = (
 
 # Run inside the measured interpreter: wrap, then call the real entry point.
 _CHILD = r"""
-import os, sys, time, importlib, functools
+import os, sys, time
 path = os.environ["PHASES_TRACE"]
 def mark(label):  # by path, per mark: the Sentry closes every inherited descriptor
     try:
@@ -64,14 +68,13 @@ def mark(label):  # by path, per mark: the Sentry closes every inherited descrip
     except OSError:
         pass  # inside the sandbox's root the file does not exist
 mark("interpreter ready")
-from sandboxctl.cli.main import main
-mark("cli imported")
-def wrap(mod, name):
-    m = importlib.import_module(mod)
+WANTED = {}
+for mod, name in STEPS:
+    WANTED.setdefault(mod, []).append(name)
+def wrap(m, name):
     for part in name.split(".")[:-1]:
         m = getattr(m, part)
     f = getattr(m, name.split(".")[-1])
-    @functools.wraps(f)
     def w(*a, **k):
         mark(name + " start")
         try:
@@ -79,12 +82,33 @@ def wrap(mod, name):
         finally:
             mark(name + " end")
     setattr(m, name.split(".")[-1], w)
-for mod, name in STEPS:
-    try:
-        wrap(mod, name)
-    except ImportError:
-        pass
-mark("wrapped")
+class Hook:
+    # wraps the steps of a module when the product itself imports it (nothing is
+    # imported earlier than the product would)
+    def find_spec(self, fullname, target_path=None, target=None):
+        if fullname not in WANTED:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, target_path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            for name in WANTED[fullname]:
+                try:
+                    wrap(module, name)
+                except AttributeError:
+                    pass
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
+from sandboxctl.cli.main import main
+mark("cli imported")
 sys.argv = ["sandboxctl", *sys.argv[1:]]
 code = 0
 try:
@@ -95,12 +119,22 @@ sys.exit(code)
 """
 
 
+def _child_source() -> str:
+    """_CHILD after the sys.path set-up of the installed command (cli/entry.py: python
+    -S, the environment's site-packages and the package folder), so the measured
+    interpreter starts as `sandboxctl` does."""
+    from sandboxctl.cli.entry import script_text
+
+    setup = script_text().split("from sandboxctl.cli.main import main")[0]
+    return setup + _CHILD.replace("STEPS", repr(_STEPS))
+
+
 def _one(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
     with tempfile.NamedTemporaryFile() as fh:
         env = dict(env, PHASES_TRACE=fh.name)
-        src = _CHILD.replace("STEPS", repr(_STEPS))
+        src = _child_source()
         t0 = time.monotonic_ns()
-        r = subprocess.run([sys.executable, "-c", src, "apply", *argv], env=env,
+        r = subprocess.run([sys.executable, "-S", "-c", src, "apply", *argv], env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
         total = (time.monotonic_ns() - t0) / 1e6

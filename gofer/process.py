@@ -120,19 +120,27 @@ class PendingGofer:
         return handle, self.sock
 
 
-def spawn_gofer(plan: Plan, child_pid: int) -> PendingGofer:
+def connection() -> tuple[socket.socket, socket.socket]:
+    """A Sentry-Gofer connection (the Sentry's end, the Gofer's end), made before either
+    is forked: the launcher forks the Sentry with its end before the Gofer exists."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+
+
+def spawn_gofer(plan: Plan, child_pid: int,
+                conn: tuple[socket.socket, socket.socket] | None = None) -> PendingGofer:
     """Fork the Gofer (start_gofer without the wait): the launcher starts the Sentry
-    while the Gofer sets itself up (setns, chroot, its filter: ~5 ms)."""
+    while the Gofer sets itself up (setns, chroot, its filter: ~5 ms). `conn` is the
+    connection() to serve (default: a new one)."""
     from .policy import Policy
 
     policy = Policy.from_config(plan.gofer, _synthetic(plan))
-    sentry_end, gofer_end = socket.socketpair(socket.AF_UNIX,
-                                              socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sentry_end, gofer_end = conn if conn is not None else connection()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     pid = fork_flushed()  # (the child freezes the heap it inherits)
     if pid == 0:
         code = 1
         try:
+            _reset_signal_relay()
             sentry_end.close()
             os.close(ready_r)
             _gofer_main(plan, policy, child_pid, gofer_end, ready_w)
@@ -147,6 +155,20 @@ def spawn_gofer(plan: Plan, child_pid: int) -> PendingGofer:
     gofer_end.close()
     os.close(ready_w)
     return PendingGofer(pid, sentry_end, ready_r, child_pid)
+
+
+def _reset_signal_relay() -> None:
+    """The supervisor may have its signal relay installed when it forks the Gofer (its
+    wakeup fd and handlers: launch/signals.py). Not the Gofer's: a signal sent to the
+    Gofer must not reach the program through the supervisor's pipe."""
+    from ..sentry.launch.signals import FORWARDED
+
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _watch(handle: GoferHandle, child_pid: int) -> None:
@@ -236,4 +258,4 @@ def _fds(fd_dir: int) -> list[int]:
         os.close(dup)
 
 
-__all__ = ["start_gofer", "spawn_gofer", "PendingGofer", "GoferHandle"]
+__all__ = ["start_gofer", "spawn_gofer", "connection", "PendingGofer", "GoferHandle"]

@@ -289,6 +289,10 @@ class Responder:
             raise TypeError(f"handler returned {d!r}, not a Decision")
 
 
+# SECCOMP_IOCTL_NOTIF_SET_FLAGS (Linux 6.6: sync wake-up; refused harmlessly before)
+SET_FLAGS = _iow(4, 8)
+
+
 class NotifyLoop:
     """Serve listener `fd` until every sandboxed task is gone (POLLHUP)."""
 
@@ -296,10 +300,14 @@ class NotifyLoop:
                  flush: Callable[[], None] = lambda: None,
                  on_kill: Callable[[Call, Kill], None] = lambda c, k: None,
                  log: Callable[[str], None] | None = None,
-                 flush_interval: float = 0.5) -> None:
+                 flush_interval: float = 0.5, sizes: NotifSizes | None = None) -> None:
+        """`fd` may be -1: the Sentry then builds its loop, starts its workers and
+        confines itself before it has the listener, and calls attach(fd) once it does
+        (the seccomp(2) call behind notif_sizes() is refused after confinement: pass
+        `sizes` then)."""
         self.fd = fd
         self.dispatcher = dispatcher
-        self.sizes = notif_sizes()
+        self.sizes = sizes if sizes is not None else notif_sizes()
         self.flush = flush
         self.on_kill = on_kill
         self.log = log
@@ -309,7 +317,7 @@ class NotifyLoop:
         self.notif = Notif.from_buffer(self.notif_buf)
         self.RECV = _iowr(0, self.sizes.seccomp_notif)
         self.responder = Responder(fd, self.sizes)
-        self.sync_wakeup = self._set_sync_wakeup()
+        self.sync_wakeup = self._set_sync_wakeup() if fd >= 0 else False
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.nworkers = workers
@@ -325,17 +333,28 @@ class NotifyLoop:
         self.main_ident = 0
         self.watcher: threading.Thread | None = None
 
+    def attach(self, fd: int) -> None:
+        """The listener, for a loop made with fd -1 (before any worker has work)."""
+        self.fd = fd
+        self.responder.fd = fd
+        self.sync_wakeup = self._set_sync_wakeup()
+
     def _set_sync_wakeup(self) -> bool:
         # SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flags as the argument itself
-        return _ioctl(self.fd, _iow(4, 8), SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0
+        return _ioctl(self.fd, SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0
 
     def start_workers(self) -> None:
-        """Start the worker pool and the hang-up watcher. Call from the thread that will
-        call run(), before the Sentry's own filter is loaded (TSYNC covers them)."""
+        """Start the worker pool (and the hang-up watcher, once the loop has its
+        listener). Call from the thread that will call run(), before the Sentry's own
+        filter is loaded (TSYNC covers them)."""
         self.main_ident = threading.get_ident()
         signal.signal(signal.SIGUSR1, _interrupt)
         for _ in range(self.nworkers):
             self._add_worker()
+        if self.fd >= 0:
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
         w = threading.Thread(target=self._watch, name="sentry-watch", daemon=True)
         w.start()
         self.watcher = w
@@ -384,11 +403,12 @@ class NotifyLoop:
         self.queue.put(item)
 
     def _worker(self) -> None:
-        responder = Responder(self.fd, self.sizes)
+        responder = Responder(-1, self.sizes)  # its listener: read when work comes
         while True:
             item = self.queue.get()
             if item is None:
                 return
+            responder.fd = self.fd
             nid, call, slot = item
             try:
                 if slot.__class__ is Deferred:
@@ -425,8 +445,10 @@ class NotifyLoop:
     def run(self) -> None:
         """Serve until no sandboxed task is left. RECV blocks (one system call per
         notification, no poll); the watcher thread interrupts it at the end."""
-        if self.watcher is None:
+        if not self.main_ident:
             self.start_workers()
+        if self.watcher is None:
+            self._start_watcher()
         fd = self.fd
         buf, size = self.notif_buf, ctypes.sizeof(self.notif_buf)
         pbuf = ctypes.addressof(buf)

@@ -35,32 +35,24 @@ TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTI
 # -- supervisor side ---------------------------------------------------------------------
 
 
-def fork_sentry(run: RunRecord, child_pidfd: int, sentry_main: Callable[[], int],
+def fork_sentry(run: RunRecord, child_pidfd: int | None, sentry_main: Callable[[], int],
                 parent_closes: tuple[int, ...] = ()) -> SentryHandle:
     """Fork the Sentry, which runs `sentry_main()` and exits with what it returns (70 if
     it raises). In this process: close `parent_closes` (what only the Sentry needs), open
-    the Sentry's pidfd and start the watcher that kills the sandbox (`child_pidfd`) if the
-    Sentry dies first. The handle owns `child_pidfd` from now on."""
-    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+    the Sentry's pidfd and, with `child_pidfd`, start the watcher that kills the sandbox
+    if the Sentry dies first (else handle.arm(child_pidfd) does later). The handle owns
+    `child_pidfd` from then on."""
     pid = fork_flushed()
     if pid == 0:  # the Sentry
         code = EXIT_FAILED
         try:
             _reset_signals()
-            os.close(stop_r)
-            os.close(stop_w)
             code = sentry_main()
         finally:
             os._exit(code)
     for fd in parent_closes:
         os.close(fd)
-    spidfd = pidfd_open(pid)
-    handle = SentryHandle(pid, spidfd, run, child_pidfd, stop_w)
-    t = threading.Thread(target=_watch, args=(spidfd, child_pidfd, stop_r),
-                         name="sentry-watch", daemon=True)
-    t.start()
-    handle._watcher = t
-    return handle
+    return SentryHandle(pid, pidfd_open(pid), run, child_pidfd)
 
 
 def _reset_signals() -> None:
@@ -79,7 +71,7 @@ def _reset_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
+def watch(sentry_pidfd: int, child_pidfd: int, stop_r: int) -> None:
     """If the Sentry dies first, the sandbox dies with it."""
     try:
         r, _, _ = select.select([sentry_pidfd, stop_r], [], [])
@@ -183,5 +175,5 @@ def report_failure(exc: BaseException, run: RunRecord, child_pidfd: int,
     return EXIT_FAILED
 
 
-__all__ = ["fork_sentry", "isolate_fds", "SentryOutput",
+__all__ = ["fork_sentry", "watch", "isolate_fds", "SentryOutput",
            "open_output", "report_failure", "EXIT_FAILED", "TERMINAL_SIGNALS"]

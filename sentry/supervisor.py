@@ -105,18 +105,33 @@ def take_listener(child_pidfd: int, fdnum: int, timeout: float = LISTENER_TIMEOU
 
 
 class SentryHandle:
-    """The launcher's handle on a running Sentry process."""
+    """The launcher's handle on a running Sentry process. Armed (arm(), or at the
+    fork when the program is known already), a watcher thread kills the program if the
+    Sentry dies first."""
 
-    def __init__(self, pid: int, pidfd: int, run: RunRecord, child_pidfd: int,
-                 stop_w: int) -> None:
+    def __init__(self, pid: int, pidfd: int, run: RunRecord, child_pidfd: int | None = None) -> None:
         self.pid = pid
         self.pidfd = pidfd  # readable when the Sentry has exited
         self.run = run
         self._child_pidfd = child_pidfd
-        self._stop_w = stop_w
+        self._stop_w = -1
         self._status: int | None = None
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
+        if child_pidfd is not None:
+            self.arm(child_pidfd)
+
+    def arm(self, child_pidfd: int) -> None:
+        """From now on, if the Sentry dies first, the program (`child_pidfd`, owned by
+        the watcher from now on) is killed."""
+        from .sentry_process import watch
+
+        stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._child_pidfd = child_pidfd
+        t = threading.Thread(target=watch, args=(self.pidfd, child_pidfd, stop_r),
+                             name="sentry-watch", daemon=True)
+        t.start()
+        self._watcher = t
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the Sentry to exit (it does once no sandboxed task is left; call after
@@ -195,6 +210,72 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
 
         return start_ptrace_sentry(plan, child_pid, run, gofer_sock=gofer_sock, debug=debug,
                                    strace=strace, strace_syscalls=strace_syscalls)
+    early = fork_sentry_early(plan, run, gofer_sock=gofer_sock, debug=debug, strace=strace,
+                              strace_syscalls=strace_syscalls)
+    try:
+        return early.hand_over(child_pid, listener_fdnum)
+    except BaseException:
+        early.cancel()
+        raise
+
+
+class EarlySentry:
+    """A seccomp-notify Sentry forked before the sandbox has reported its listener.
+
+    It sets itself up (its files, the dispatcher, the worker pool) and confines itself
+    while the sandbox is still being built, then waits on a socket for the listener and
+    the program's pidfd; hand_over() sends them. (The launcher forks it as soon as its
+    own imports are done, so none of that is on the path from the program's report to
+    the first served call.) cancel() closes the socket: the Sentry then exits quietly
+    and is reaped."""
+
+    def __init__(self, handle: SentryHandle, ctl: Any) -> None:
+        self.handle = handle
+        self.ctl = ctl
+
+    def hand_over(self, child_pid: int, listener_fdnum: int) -> SentryHandle:
+        """Take the program's listener (pidfd_getfd) and pass it, with a pidfd of the
+        program, to the Sentry; from now on the handle's watcher kills the program if
+        the Sentry dies first."""
+        import socket
+
+        child_pidfd = pidfd_open(child_pid)
+        try:
+            listener = take_listener(child_pidfd, listener_fdnum)
+        except BaseException:
+            os.close(child_pidfd)
+            raise
+        try:
+            self.handle.arm(child_pidfd)  # owns child_pidfd now
+            try:
+                socket.send_fds(self.ctl, [b"L"], [listener, child_pidfd])
+            except OSError as exc:  # the Sentry is gone (its failure file says why; the
+                # watcher kills the program)
+                raise SandboxError(self.handle.failed() or
+                                   f"the Sentry ended before it was given the listener ({exc.strerror})") from exc
+        finally:
+            os.close(listener)  # the Sentry's alone
+            self.ctl.close()
+        return self.handle
+
+    def cancel(self) -> None:
+        """The sandbox will not report: end the Sentry (it reads EOF) and reap it."""
+        try:
+            self.ctl.close()
+        except OSError:
+            pass
+        if self.handle.wait(timeout=2) is None:
+            self.handle.kill()
+            self.handle.wait()
+
+
+def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug: bool = False,
+                      strace: str | None = None,
+                      strace_syscalls: frozenset[str] | None = None) -> EarlySentry:
+    """Fork a seccomp-notify Sentry that sets itself up now and serves once
+    EarlySentry.hand_over() gives it the sandbox's listener."""
+    import socket
+
     from .platform_notify import UnsupportedKernel, notif_sizes
 
     warm()
@@ -203,38 +284,43 @@ def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord
     except UnsupportedKernel as exc:
         raise HostError("this kernel has no seccomp user notification",
                         hint="use Linux 5.5 or newer, or --platform ptrace") from exc
-    child_pidfd = pidfd_open(child_pid)
-    try:
-        listener = take_listener(child_pidfd, listener_fdnum)
-    except BaseException:
-        os.close(child_pidfd)
-        raise
     from .sentry_process import fork_sentry
 
-    # the listener is the Sentry's alone: closed here once it is forked
-    return fork_sentry(run, child_pidfd,
-                       lambda: _sentry_main(plan, listener, child_pidfd, run, gofer_sock, debug,
-                                            strace=strace, strace_syscalls=strace_syscalls),
-                       parent_closes=(listener,))
+    ctl, sentry_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        handle = fork_sentry(run, None,
+                             lambda: _sentry_main(plan, sentry_ctl, run, gofer_sock, debug,
+                                                  strace=strace, strace_syscalls=strace_syscalls),
+                             parent_closes=(sentry_ctl.fileno(),))
+    except BaseException:
+        ctl.close()
+        sentry_ctl.close()
+        raise
+    sentry_ctl.detach()  # closed by fork_sentry in this process
+    return EarlySentry(handle, ctl)
 
 
 # -- inside the Sentry process ----------------------------------------------------------
 
 
-def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, gofer_sock: Any,
-                 debug: bool,
+def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: bool,
                  strace: str | None = None, strace_syscalls: frozenset[str] | None = None) -> int:
+    """Set up, confine, wait for the listener on `ctl` (EOF: the sandbox never reported;
+    exit quietly), serve."""
+    import socket
+
     from .sentry_process import SentryOutput, isolate_fds, open_output, report_failure
 
     # (fork_sentry reset the supervisor's signal set-up in this process)
     out: SentryOutput | None = None
+    child_pidfd = -1
     try:
         from .call import SentryContext
         from .confine import confine
         from .dispatch import Dispatcher
-        from .platform_notify import NotifyLoop, Responder, notif_sizes
+        from .platform_notify import SET_FLAGS, NotifyLoop, Responder, notif_sizes
 
-        isolate_fds(gofer_sock, listener, child_pidfd)
+        isolate_fds(gofer_sock, ctl.fileno())
         out = open_output(run, debug)
         flush = out.flush
         log = out.log
@@ -250,16 +336,25 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
             dispatcher = StracingDispatcher(dispatcher, open_strace(strace, run.path,
                                                                     strace_syscalls))
         blocking = any(s is not None and s.may_block for s in dispatcher.slots)
-        loop = NotifyLoop(listener, dispatcher, workers=4 if blocking else 0, flush=flush,
-                          on_kill=on_kill, log=log)
-        r = Responder(listener, notif_sizes())
+        sizes = notif_sizes()
+        loop = NotifyLoop(-1, dispatcher, workers=4 if blocking else 0, flush=flush,
+                          on_kill=on_kill, log=log, sizes=sizes)
+        r = Responder(-1, sizes)
+        loop.start_workers()
+        confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD, SET_FLAGS))
+        # the listener and the program's pidfd (SCM_RIGHTS); nothing: no sandbox to serve
+        _, fds, _, _ = socket.recv_fds(ctl, 16, 2)
+        ctl.close()
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return 0
+        listener, child_pidfd = fds
+        loop.attach(listener)
         if log is not None:
             log(f"sentry pid={os.getpid()} uid={os.geteuid()} trapped="
                 f"{sorted(plan.trapped_numbers())} workers={loop.nworkers} "
                 f"sync_wakeup={loop.sync_wakeup}")
-        loop.start_workers()
-        confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD))
-        if log is not None:
             log("confined; serving")
         loop.run()
         if log is not None:
@@ -276,5 +371,5 @@ def _sentry_main(plan: Plan, listener: int, child_pidfd: int, run: RunRecord, go
             out.close()
 
 
-__all__ = ["start_sentry", "warm", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",
+__all__ = ["start_sentry", "fork_sentry_early", "EarlySentry", "warm", "SentryHandle", "take_listener", "pidfd_open", "pidfd_getfd",
            "pidfd_kill", "FAILED"]

@@ -87,10 +87,12 @@ def test_documented_phase_timeline_runs() -> None:
     assert r.returncode == 0, r.stderr
     rows = [line.split(None, 1) for line in r.stdout.splitlines()[2:]]
     steps = {name: float(ms) for ms, name in rows}
-    for name in ("interpreter ready", "_keeper start", "_warm_imports end", "start_sentry end",
-                 "confine end", "Dispatcher.dispatch start", "run end"):
+    for name in ("interpreter ready", "_keeper start", "_warm_imports end", "fork_sentry_early end",
+                 "EarlySentry.hand_over end", "confine end", "Dispatcher.dispatch start", "run end"):
         assert name in steps, r.stdout
-    assert steps["_keeper start"] < steps["start_sentry end"] < steps["run end"]
+    assert steps["_keeper start"] < steps["EarlySentry.hand_over end"] < steps["run end"]
+    # the Sentry is forked and confined before it is handed the listener, and serves after
+    assert steps["fork_sentry_early end"] < steps["_recv_report end"] <= steps["EarlySentry.hand_over start"]
     assert steps["confine end"] < steps["Dispatcher.dispatch start"]  # confined before serving
 
 

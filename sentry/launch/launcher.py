@@ -356,7 +356,9 @@ def _warm_imports(plan: Plan) -> None:
 
 class _CgroupJoiner(threading.Thread):
     """Reads init's host pid from the keeper, puts it into the run's cgroups and tells
-    init to go on; closes both pipe ends. Done before the Sentry and Gofer are forked."""
+    init to go on; closes both pipe ends. Runs while the supervisor imports and forks
+    the Sentry (a fork copies only the calling thread; the Sentry closes the inherited
+    pipe ends first thing), and is joined before the program's report is awaited."""
 
     def __init__(self, cg: Any, cg_r: int, go_w: int) -> None:
         super().__init__(name="sandboxctl-cgroup-join", daemon=True)
@@ -501,8 +503,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     # Joining a cgroup v1 memory controller takes ~10 ms in the kernel (GIL released):
     # a thread does it as soon as the keeper names init, while this one imports below.
     joiner = _CgroupJoiner(cg, cg_r, go_w)
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
     joiner.start()
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
@@ -510,16 +510,34 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     # a run that fails to start still gets its status.json (exit_code null)
     session.on_close(lambda: None if run_rec.status.get("ended") else run_rec.finish(None))
     _warm_imports(plan)
-    joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
-    sys.setswitchinterval(switch)
-    for w in joiner.warnings:
-        print(w, file=sys.stderr)
     if not gc.isenabled():
         # `sandboxctl apply` starts with the collector off (cli/main.py): the imports are
         # done, so their objects go out of its view for good and it runs again for the
         # Sentry, the Gofer and the supervision loop, which are forks of this process.
         gc.freeze()
         gc.enable()
+    # The Sentry (seccomp-notify) is forked now, while the sandbox still builds itself: it
+    # sets itself up and confines itself meanwhile, and is handed the listener once the
+    # program reports it. With a Gofer, it gets its end of the connection now; the Gofer
+    # (which joins the program's namespaces) is forked once the program has reported.
+    use_gofer = plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process")
+    gofer_conn = None
+    early = None
+    if plan.launch.platform != "ptrace":
+        from ..supervisor import fork_sentry_early
+
+        if use_gofer:
+            from ...gofer.process import connection  # type: ignore[import-not-found]
+
+            gofer_conn = connection()
+            session.on_close(gofer_conn[1].close)
+            session.on_close(gofer_conn[0].close)
+        early = fork_sentry_early(plan, run_rec, gofer_sock=gofer_conn[0] if gofer_conn else None,
+                                  debug=debug, strace=strace, strace_syscalls=strace_syscalls)
+        session.on_close(lambda: early.cancel() if early.ctl.fileno() >= 0 else None)
+    joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
+    for w in joiner.warnings:
+        print(w, file=sys.stderr)
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
@@ -552,16 +570,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     sp: sigs.SignalPipe | None = None
     if report is not None:
         listener_fdnum, child_pid = report
-        gofer_sock = None
         pending_gofer = None
-        # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces. It
-        # sets itself up (~5 ms) while the Sentry starts; its readiness is checked after.
-        if plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process"):
-            from ...gofer.process import spawn_gofer  # type: ignore[import-not-found]
-
-            pending_gofer = spawn_gofer(plan, child_pid)
-            gofer_sock = pending_gofer.sock
-            session.on_close(pending_gofer.close)
         # -- netstack (issue 5): user-space network for mode "netstack".
         if plan.network.mode == "netstack":
             if _module_exists("sandboxctl.netstack.setup"):
@@ -572,17 +581,31 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             else:
                 print("sandboxctl: warning: network mode netstack is not available in this "
                       "build; the sandbox has loopback only", file=sys.stderr)
-        from ..supervisor import start_sentry
-
+        # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces. It
+        # sets itself up (~5 ms) while the program starts: a request sent meanwhile waits
+        # in the connection; its readiness is checked after.
+        if use_gofer:
+            from ...gofer.process import spawn_gofer  # type: ignore[import-not-found]
+        if use_gofer and early is None:  # ptrace: the Sentry is forked with the Gofer's socket
+            pending_gofer = spawn_gofer(plan, child_pid)
+            session.on_close(pending_gofer.close)
         # The program runs as soon as the Sentry serves its execve: from then on a signal
-        # to sandboxctl is the program's. So the relay is installed before the Sentry's
-        # fork (the Sentry resets it in its child, see sentry_process.fork_sentry); the
-        # Gofer and the netstack, forked above, never see it.
+        # to sandboxctl is the program's. So the relay is installed before the Sentry is
+        # handed the listener (the Sentry and the Gofer reset it in their children).
         sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
         session.on_close(sp.close)
-        sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec, gofer_sock=gofer_sock,
-                              debug=debug, strace=strace, strace_syscalls=strace_syscalls)
+        if early is not None:
+            sentry = early.hand_over(child_pid, listener_fdnum)
+        else:
+            from ..supervisor import start_sentry
+
+            sentry = start_sentry(plan, child_pid, listener_fdnum, run_rec,
+                                  gofer_sock=pending_gofer.sock if pending_gofer else None,
+                                  debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
+        if use_gofer and early is not None:  # the early Sentry has its end already
+            pending_gofer = spawn_gofer(plan, child_pid, gofer_conn)
+            session.on_close(pending_gofer.close)
         if pending_gofer is not None:
             pending_gofer.ready()  # raises if it could not start
         try:
