@@ -173,7 +173,9 @@ def _reset_signal_relay() -> None:
 
 def _watch(handle: GoferHandle, child_pid: int) -> None:
     """Nothing runs unsupervised: if the Gofer dies before it is closed, SIGKILL the
-    program and the sandbox's init (its parent; the pid namespace dies with it)."""
+    program and the sandbox's init (its parent; the pid namespace dies with it). Not
+    when it ended on EOF: the Sentry closes its end once no sandboxed task is left, and
+    init may still be about to report the program's status."""
     try:
         gofer_fd = os.pidfd_open(handle.pid)
         targets = [os.pidfd_open(child_pid)]
@@ -188,7 +190,7 @@ def _watch(handle: GoferHandle, child_pid: int) -> None:
     def run() -> None:
         try:
             select.select([gofer_fd], [], [])
-            if not handle._closing:
+            if not handle._closing and not _ended_on_eof(gofer_fd):
                 for fd in targets:
                     try:
                         signal.pidfd_send_signal(fd, signal.SIGKILL)
@@ -199,6 +201,17 @@ def _watch(handle: GoferHandle, child_pid: int) -> None:
                 os.close(fd)
 
     threading.Thread(target=run, name="gofer-watch", daemon=True).start()
+
+
+def _ended_on_eof(gofer_fd: int) -> bool:
+    """Whether the Gofer exited with status 0, which it does only when the Sentry's end
+    of the connection closed (the Sentry is done, or gone: then the Sentry's own watcher
+    acts). Looked at without reaping it (WNOWAIT: GoferHandle.wait reaps)."""
+    try:
+        info = os.waitid(os.P_PIDFD, gofer_fd, os.WEXITED | os.WNOWAIT)
+    except OSError:
+        return False
+    return info is not None and info.si_code == os.CLD_EXITED and info.si_status == 0
 
 
 def _same_ns(a: str, b: str) -> bool:

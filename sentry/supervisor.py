@@ -357,6 +357,10 @@ def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: b
                 f"sync_wakeup={loop.sync_wakeup}")
             log("confined; serving")
         loop.run()
+        # no sandboxed task left: the Gofer ends on EOF, while this process ends
+        gofer_fd = gofer_sock.fileno() if hasattr(gofer_sock, "fileno") else gofer_sock
+        if isinstance(gofer_fd, int) and gofer_fd >= 0:
+            os.close(gofer_fd)
         if log is not None:
             log(f"no sandboxed task left; served {loop.served} calls")
             from .handlers_fs import cache_report

@@ -534,6 +534,10 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             session.on_close(gofer_conn[0].close)
         early = fork_sentry_early(plan, run_rec, gofer_sock=gofer_conn[0] if gofer_conn else None,
                                   debug=debug, strace=strace, strace_syscalls=strace_syscalls)
+        if gofer_conn is not None:
+            # the Sentry's end is the Sentry's alone: with no copy here, the Gofer reads EOF
+            # and ends by itself as soon as the Sentry does
+            gofer_conn[0].close()
         session.on_close(lambda: early.cancel() if early.ctl.fileno() >= 0 else None)
     joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
     for w in joiner.warnings:
