@@ -36,6 +36,8 @@ _STEPS = (
     ("sandboxctl.sentry.launch.launcher", "_warm_imports"),
     ("sandboxctl.sentry.launch.mnt", "prepare"),
     ("sandboxctl.sentry.launch.mnt", "build_root"),
+    ("sandboxctl.sentry.launch.mnt", "_root"),
+    ("sandboxctl.sentry.launch.launcher", "_import_child_side"),
     ("sandboxctl.sentry.launch.cgroup", "create"),
     ("sandboxctl.sentry.launch.cgroup", "join_pid"),
     ("sandboxctl.sentry.runs", "new_run"),

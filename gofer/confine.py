@@ -106,18 +106,28 @@ def become(uid: int, gid: int, keep_caps: int) -> None:
         raise _err("capset")
 
 
-def load_filter() -> None:
-    import pyseccomp as sc
+def build_filter():
+    """The Gofer's filter, built (not loaded): GOFER_ALLOWED, GOFER_FATAL kill, anything
+    else EPERM, another ABI kills."""
+    from ..engine.libseccomp import load
 
+    sc = load()
     flt = sc.SyscallFilter(sc.ERRNO(_errno.EPERM))
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for name in GOFER_ALLOWED:
         flt.add_rule(sc.ALLOW, name)
     for name in GOFER_FATAL:
         flt.add_rule(sc.KILL_PROCESS, name)
+    return flt
+
+
+def load_filter(flt=None) -> None:
+    """no_new_privs, then load `flt` (default: build_filter() now)."""
+    if flt is None:
+        flt = build_filter()
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     flt.load()
 
 
-__all__ = ["GOFER_ALLOWED", "GOFER_FATAL", "become", "load_filter", "cap_mask", "prctl",
+__all__ = ["GOFER_ALLOWED", "GOFER_FATAL", "become", "build_filter", "load_filter", "cap_mask", "prctl",
            "PR_SET_PDEATHSIG"]

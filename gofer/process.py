@@ -3,15 +3,22 @@
     handle, sock = start_gofer(plan, child_pid)
 
 Call it once the sandboxed child has built its root (after pivot_root), before the
-program runs. The Gofer forks from the caller and then, in order:
+program runs. Or in two steps, as the launcher does: `early = spawn_gofer_early(plan)`
+while the sandbox is still being built (the fork and steps 1, 2 and 4 happen then, off
+the path to the program's first file call), and `early.attach(child_pid)` once the
+child has reported; it returns a PendingGofer (ready() waits for "ready"). The Gofer
+forks from the caller and then, in order:
 
 1. PR_SET_PDEATHSIG(SIGKILL): it dies with the launcher;
 2. opens its own /proc/<pid>/fd directory (host procfs) as an O_PATH descriptor: readlink
    there gives the canonical sandbox path of a descriptor, openat reopens an O_PATH one;
-3. setns() into the child's user namespace, then its mount namespace, chdir("/") and
-   chroot(".") (as nsenter does): it sees exactly the sandbox's tree, but it is not in the
-   sandbox's pid namespace and the program cannot signal or trace it;
-4. closes every descriptor but the socket, its fd directory and the ready pipe;
+   builds (does not load) its seccomp filter;
+3. (waits for the child's pid) setns() into the child's user namespace, then its mount
+   namespace, chdir("/") and chroot(".") (as nsenter does): it sees exactly the sandbox's
+   tree, but it is not in the sandbox's pid namespace and the program cannot signal or
+   trace it;
+4. closes every descriptor but the socket, its fd directory and its two pipes (before
+   step 3);
 5. becomes the program's uid/gid with the program's capabilities (so the kernel answers
    permission questions as it would for the program), sets no_new_privs and loads its
    seccomp filter (gofer/confine.py);
@@ -27,6 +34,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import threading
 
 from ..engine.errors import SandboxError
@@ -131,11 +139,61 @@ def spawn_gofer(plan: Plan, child_pid: int,
     """Fork the Gofer (start_gofer without the wait): the launcher starts the Sentry
     while the Gofer sets itself up (setns, chroot, its filter: ~5 ms). `conn` is the
     connection() to serve (default: a new one)."""
+    return spawn_gofer_early(plan, conn).attach(child_pid)
+
+
+class EarlyGofer:
+    """A Gofer forked before the sandbox's child is known (spawn_gofer_early): set up as
+    far as it can be outside the sandbox's namespaces, it waits for the child's pid."""
+
+    def __init__(self, pid: int, sock: socket.socket, ready_r: int, go_w: int) -> None:
+        self.pid, self.sock, self.ready_r, self.go_w = pid, sock, ready_r, go_w
+
+    def attach(self, child_pid: int) -> PendingGofer:
+        """Send the child's pid: the Gofer joins its namespaces and gets ready."""
+        pending = PendingGofer(self.pid, self.sock, self.ready_r, child_pid)
+        self.ready_r = -1  # the PendingGofer's now
+        try:
+            os.write(self.go_w, struct.pack("i", child_pid))
+        except OSError:
+            pass  # gone already: ready() reads EOF and says so
+        finally:
+            os.close(self.go_w)
+            self.go_w = -1
+        return pending
+
+    def cancel(self) -> None:
+        """No sandbox to serve: the Gofer reads EOF and ends; it is reaped."""
+        if self.go_w >= 0:
+            os.close(self.go_w)
+            self.go_w = -1
+        if self.ready_r >= 0:
+            os.close(self.ready_r)
+            self.ready_r = -1
+        handle = GoferHandle(self.pid)
+        handle._closing = True
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            pidfd = -1
+        try:
+            if pidfd < 0 or not select.select([pidfd], [], [], 2)[0]:
+                handle.kill()
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        handle.wait()
+
+
+def spawn_gofer_early(plan: Plan,
+                      conn: tuple[socket.socket, socket.socket] | None = None) -> EarlyGofer:
+    """Fork the Gofer now; EarlyGofer.attach(child_pid) later points it at the sandbox."""
     from .policy import Policy
 
     policy = Policy.from_config(plan.gofer, _synthetic(plan))
     sentry_end, gofer_end = conn if conn is not None else connection()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     pid = fork_flushed()  # (the child freezes the heap it inherits)
     if pid == 0:
         code = 1
@@ -143,7 +201,8 @@ def spawn_gofer(plan: Plan, child_pid: int,
             _reset_signal_relay()
             sentry_end.close()
             os.close(ready_r)
-            _gofer_main(plan, policy, child_pid, gofer_end, ready_w)
+            os.close(go_w)
+            _gofer_main(plan, policy, go_r, gofer_end, ready_w)
             code = 0
         except BaseException as exc:  # noqa: BLE001 - reported on the ready pipe
             try:
@@ -154,7 +213,8 @@ def spawn_gofer(plan: Plan, child_pid: int,
             os._exit(code)
     gofer_end.close()
     os.close(ready_w)
-    return PendingGofer(pid, sentry_end, ready_r, child_pid)
+    os.close(go_r)
+    return EarlyGofer(pid, sentry_end, ready_r, go_w)
 
 
 def _reset_signal_relay() -> None:
@@ -219,7 +279,7 @@ def _same_ns(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w: int) -> None:
+def _gofer_main(plan: Plan, policy, go_r: int, sock: socket.socket, ready_w: int) -> None:
     from . import confine
     from . import sys as gsys
     from .server import FileServer
@@ -229,9 +289,23 @@ def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w
                 signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     keep_caps = confine.cap_mask(tuple(plan.launch.capabilities))
-    import pyseccomp  # noqa: F401 - imported before the chroot: the tree may lack it
-
+    flt = confine.build_filter()  # (pyseccomp: before the chroot, the tree may lack it)
     fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    keep = {sock.fileno(), fd_dir, ready_w, go_r}
+    for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    data = b""
+    while len(data) < 4:
+        chunk = os.read(go_r, 4 - len(data))
+        if not chunk:
+            os._exit(0)  # cancelled: no sandbox to serve
+        data += chunk
+    os.close(go_r)
+    child_pid = struct.unpack("i", data)[0]
     user_ns = f"/proc/{child_pid}/ns/user"
     mnt_ns = f"/proc/{child_pid}/ns/mnt"
     ufd = os.open(user_ns, os.O_RDONLY | os.O_CLOEXEC)
@@ -244,19 +318,12 @@ def _gofer_main(plan: Plan, policy, child_pid: int, sock: socket.socket, ready_w
     os.chdir("/")
     os.chroot(".")
     root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    keep = {sock.fileno(), fd_dir, root_fd, ready_w}
-    for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
     # tmpfs mounts are the sandbox's alone (every change to them is a call the Sentry sees):
     # cached like the root; binds, proc and dev are not
     server = FileServer(root_fd, fd_dir, policy, cache_root=plan.gofer.root.cache == "exclusive",
                         mounts=tuple(m.target for m in plan.gofer.mounts if m.type != "tmpfs"))
     confine.become(plan.launch.uid, plan.launch.gid, keep_caps)
-    confine.load_filter()
+    confine.load_filter(flt)
     os.write(ready_w, b"ready")
     os.close(ready_w)
     server.serve(sock)
@@ -271,4 +338,4 @@ def _fds(fd_dir: int) -> list[int]:
         os.close(dup)
 
 
-__all__ = ["start_gofer", "spawn_gofer", "connection", "PendingGofer", "GoferHandle"]
+__all__ = ["start_gofer", "spawn_gofer", "spawn_gofer_early", "EarlyGofer", "connection", "PendingGofer", "GoferHandle"]

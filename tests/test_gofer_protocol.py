@@ -236,3 +236,39 @@ def test_a_gofer_that_cannot_start_is_one_clear_error():
                 assert int(fh.read().rsplit(")", 1)[1].split()[1]) != os.getpid(), p
         except FileNotFoundError:
             pass
+
+
+def test_an_early_gofer_waits_for_its_sandbox_and_ends_when_cancelled(tmp_path):
+    """spawn_gofer_early forks the Gofer before the sandbox's child is known: it sets up
+    outside the sandbox (closing every descriptor it inherited) and waits; cancel() ends
+    it (no sandbox) and reaps it; attach() points it at a sandbox, which it then serves."""
+    from sandboxctl.gofer.process import spawn_gofer_early
+
+    plan = make_plan()
+    early = spawn_gofer_early(plan)
+    time.sleep(0.2)  # set up and waiting
+    with open(f"/proc/{early.pid}/status") as fh:
+        assert "State:\tS" in fh.read()  # asleep on its pipe, not serving, not spinning
+    fds = os.listdir(f"/proc/{early.pid}/fd")
+    assert len(fds) == 4, fds  # the connection, its fd directory and its two pipes
+    pid = early.pid
+    t0 = time.monotonic()
+    early.cancel()
+    assert time.monotonic() - t0 < 1.5  # it ended by itself, not by the 2 s timeout
+    assert not os.path.exists(f"/proc/{pid}")  # reaped
+    early.sock.close()
+
+    ns = SandboxNS(tmp_path)
+    try:
+        early = spawn_gofer_early(plan)
+        time.sleep(0.05)
+        handle, sock = early.attach(ns.pid).ready()
+        client = GoferClient(sock)
+        try:
+            assert client.call(Request(Op.STAT, b"/etc/hostname")).errno == 0
+            assert client.call(Request(Op.STAT, b"/no/such/file")).errno == errno.ENOENT
+        finally:
+            client.close()
+            handle.close()
+    finally:
+        ns.close()

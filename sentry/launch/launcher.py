@@ -523,6 +523,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     use_gofer = plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process")
     gofer_conn = None
     early = None
+    early_gofer = None
     if plan.launch.platform != "ptrace":
         from ..supervisor import fork_sentry_early
 
@@ -535,6 +536,12 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         early = fork_sentry_early(plan, run_rec, gofer_sock=gofer_conn[0] if gofer_conn else None,
                                   debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         if gofer_conn is not None:
+            # The Gofer too: forked now, it sets up what it can outside the sandbox and
+            # waits for the program's pid (EarlyGofer.attach, after the hand-over).
+            from ...gofer.process import spawn_gofer_early  # type: ignore[import-not-found]
+
+            early_gofer = spawn_gofer_early(plan, gofer_conn)
+            session.on_close(lambda: early_gofer.cancel() if early_gofer.go_w >= 0 else None)
             # the Sentry's end is the Sentry's alone: with no copy here, the Gofer reads EOF
             # and ends by itself as soon as the Sentry does
             gofer_conn[0].close()
@@ -607,8 +614,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                                   gofer_sock=pending_gofer.sock if pending_gofer else None,
                                   debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
-        if use_gofer and early is not None:  # the early Sentry has its end already
-            pending_gofer = spawn_gofer(plan, child_pid, gofer_conn)
+        if early_gofer is not None:  # forked with the early Sentry: point it at the program
+            pending_gofer = early_gofer.attach(child_pid)
             session.on_close(pending_gofer.close)
         if pending_gofer is not None:
             pending_gofer.ready()  # raises if it could not start
