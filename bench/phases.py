@@ -39,7 +39,7 @@ _STEPS = (
     ("sandboxctl.sentry.launch.mnt", "_root"),
     ("sandboxctl.sentry.launch.launcher", "_import_child_side"),
     ("sandboxctl.sentry.launch.cgroup", "create"),
-    ("sandboxctl.sentry.launch.cgroup", "join_pid"),
+    ("sandboxctl.sentry.launch.cgroup", "prime"),
     ("sandboxctl.sentry.runs", "new_run"),
     ("sandboxctl.sentry.seccomp_child", "load_and_exec"),
     ("sandboxctl.gofer.process", "spawn_gofer"),

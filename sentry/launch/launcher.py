@@ -4,10 +4,12 @@ Processes (host view):
 
     supervisor  (`sandboxctl apply`: signals, pty relay, Sentry, Gofer, netstack, cgroups)
      └─ keeper  unshares user/mnt/uts/ipc/net/pid namespaces, writes its uid/gid maps,
-        │       brings loopback up; if the supervisor dies it kills init and removes
-        │       the cgroups (it is outside the pid namespace, so the program cannot see it)
+        │       brings loopback up, forks init and moves it into the run's cgroups
+        │       (through cgroup.procs descriptors the supervisor opened); if the
+        │       supervisor dies it kills init and removes the cgroups (it is outside the
+        │       pid namespace, so the program cannot see it)
         └─ init   pid 1 of the sandbox: hostname, builds the root and pivots into it,
-           │      waits until the supervisor has moved it into the cgroups, unshares the
+           │      waits until the keeper has moved it into the cgroups, unshares the
            │      cgroup namespace, opens the pty; then only reaps; its exit kills
            │      everything left in the sandbox
            └─ program  cwd, rlimits, capabilities, no_new_privs, closes every other fd,
@@ -25,23 +27,28 @@ import gc
 import importlib
 import json
 import os
-import select
 import signal
-import socket
 import struct
 import sys
-import threading
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ...engine.errors import HostError, SandboxctlError, SandboxError
 from ...engine.plan import Plan
 from ..forking import close_fds_except, fork_flushed
-from . import caps, cgroup, kernel, mnt, rlimits, uts
-from .net import loopback_up
+from . import cgroup, kernel, mnt, rlimits
 from . import signals as sigs
-from .pty import Pty, attach_in_child, open_in_sandbox
 from .host import check_host
-from .user import write_maps
+
+if TYPE_CHECKING:
+    import socket
+
+    from .pty import Pty
+
+# Imported where they are used, not here: socket, select and threading (the supervisor,
+# after the keeper's fork), pty (only with a terminal), caps, uts, net and user (in the
+# keeper and init, before pivot_root; the program finds them in sys.modules). Everything
+# this module imports is on the path before the keeper's fork, which starts the
+# sandbox's half of the start-up (docs/apply.md).
 
 _ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
 _UCRED = struct.Struct("iII")
@@ -85,8 +92,11 @@ class _ChildSetup(NamedTuple):
     status_w: int
     report_w: int
     pty_w: int | None  # socket the init sends the pty master over (None: no pty)
-    cg_w: int  # keeper -> supervisor: init's host pid, to be put into the cgroups
-    go_r: int  # supervisor -> init: the cgroups are joined (or could not be)
+    cg_w: int  # keeper -> supervisor: why a cgroup could not be joined (EOF: joined)
+    go_r: int  # keeper -> init: the cgroups are joined (or could not be)
+    go_w: int
+    cg_fds: tuple[int, ...] = ()  # the run's cgroup.procs files, opened by the supervisor
+    cg_names: tuple[str, ...] = ()  # their directories, for the warning
     cgroup_dirs: tuple[str, ...] = ()  # removed by the keeper if the supervisor is killed
 
 
@@ -152,8 +162,12 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         if os.getppid() != s.supervisor:
             os._exit(125)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
+        from .user import write_maps
+
         write_maps(s.plan.launch.uid, s.plan.launch.gid, s.outer_uid, s.outer_gid)
         if s.unshare_net:
+            from .net import loopback_up
+
             loopback_up()
         pid = os.fork()
         if pid == 0:
@@ -161,10 +175,25 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         init_pid.append(pid)
         if os.getppid() != s.supervisor:  # gone between the fork and now
             supervisor_gone(signal.SIGTERM, None)
-        # The supervisor moves init into the cgroups while init builds the root (joining
-        # a v1 memory cgroup takes ~15 ms); init waits for it before it starts anything.
-        os.write(s.cg_w, struct.pack("i", pid))
-        for fd in (s.err_w, s.status_w, s.report_w, s.pty_w, s.cg_w, s.go_r):
+        # Init into the run's cgroups while it builds the root; it waits for "g" before it
+        # starts anything. Through descriptors the supervisor opened (the kernel checks a
+        # cgroup.procs write against the opener's credentials), with the supervisor's
+        # cgroup.prime() under way: the join's grace-period wait is mostly over by now.
+        problems = []
+        for fd, name in zip(s.cg_fds, s.cg_names):
+            try:
+                os.write(fd, str(pid).encode())
+            except OSError as exc:
+                problems.append(f"{name} ({exc.strerror})")
+            os.close(fd)
+        try:
+            os.write(s.go_w, b"g")
+        except OSError:
+            pass  # init is gone: its own error says why
+        if problems:
+            os.write(s.cg_w, ("sandboxctl: warning: resource limits not applied: cannot join "
+                              + "; ".join(problems)).encode()[:4000])
+        for fd in (s.err_w, s.status_w, s.report_w, s.pty_w, s.cg_w, s.go_r, s.go_w):
             if fd is not None:
                 os.close(fd)
     except BaseException as exc:
@@ -185,12 +214,22 @@ def _keeper(s: _ChildSetup) -> NoReturn:
 def _init(s: _ChildSetup) -> NoReturn:
     """pid 1 of the sandbox."""
     try:
+        for fd in (*s.cg_fds, s.go_w, s.cg_w):  # the keeper's, not init's
+            os.close(fd)
         sigs.reset_in_child()
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
         # while the supervisor moves this process into the run's cgroups (a v1 memory
         # join waits ~10-20 ms for an RCU grace period), and before pivot_root hides the
         # host's tree
         _import_child_side(s.plan)
+        # (before build_root: after pivot_root this package may not be found)
+        from . import caps, uts
+
+        if s.pty_w is not None:
+            import socket
+
+            from .pty import attach_in_child, open_in_sandbox  # noqa: F401 (the program's)
+
         uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
         mnt.build_root(s.root)
         # in the run's cgroups now (the supervisor said so): a cgroup namespace rooted there
@@ -249,8 +288,12 @@ def _import_child_side(plan: Plan) -> None:
 def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
     plan = s.plan
     try:
+        from . import caps  # (imported by init before pivot_root: from sys.modules)
+
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
         if slave is not None:
+            from .pty import attach_in_child  # (likewise)
+
             attach_in_child(slave)
         else:
             os.setsid()
@@ -314,6 +357,8 @@ def _read_error(err_r: int) -> SandboxctlError | None:
 
 
 def _recv_report(sock: socket.socket) -> tuple[int, int] | None:
+    import socket
+
     """(listener fd number, the program's host pid), or None if it closed without one."""
     data, anc, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
     if not data:
@@ -354,28 +399,15 @@ def _warm_imports(plan: Plan) -> None:
     warm()
 
 
-class _CgroupJoiner(threading.Thread):
-    """Reads init's host pid from the keeper, puts it into the run's cgroups and tells
-    init to go on; closes both pipe ends. Runs while the supervisor imports and forks
-    the Sentry (a fork copies only the calling thread; the Sentry closes the inherited
-    pipe ends first thing), and is joined before the program's report is awaited."""
+def _start_primer(cg: Any) -> Any:
+    """A thread that primes the kernel's wait of a cgroup join (cgroup.prime) while the
+    supervisor forks the keeper and imports; the keeper then joins init quickly."""
+    import threading
 
-    def __init__(self, cg: Any, cg_r: int, go_w: int) -> None:
-        super().__init__(name="sandboxctl-cgroup-join", daemon=True)
-        self.cg, self.cg_r, self.go_w = cg, cg_r, go_w
-        self.warnings: list[str] = []
-
-    def run(self) -> None:
-        try:
-            data = os.read(self.cg_r, 4)  # EOF: the keeper failed (its error says why)
-            if len(data) == 4:
-                self.warnings = cgroup.join_pid(self.cg, struct.unpack("i", data)[0])
-                os.write(self.go_w, b"g")
-        except OSError:
-            pass  # init reads EOF and stops: the set-up error reaches the supervisor
-        finally:
-            os.close(self.cg_r)
-            os.close(self.go_w)
+    t = threading.Thread(target=cgroup.prime, args=(cg,), name="sandboxctl-cgroup-prime",
+                         daemon=True)
+    t.start()
+    return t
 
 
 def _decode(status: int) -> tuple[int, int | None]:
@@ -446,17 +478,31 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         print(w, file=sys.stderr)
     if use_pty is None:
         use_pty = os.isatty(0) and os.isatty(1)
+    # The C module's sockets before the keeper's fork (socket.py and its imports come
+    # after it); wrapped as socket.socket objects once the keeper is running.
+    import _socket
+
     pty: Pty | None = None
     pty_parent = pty_child = None
     if use_pty:
-        pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pty_parent, pty_child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         session.on_close(pty_parent.close)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    rep_parent, rep_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    rep_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    # the run's cgroup.procs files, opened here (the keeper joins init through them)
+    cg_fds: tuple[int, ...] = ()
+    cg_names: tuple[str, ...] = ()
+    for path in cg.procs_files:
+        try:
+            cg_fds += (os.open(path, os.O_WRONLY | os.O_CLOEXEC),)
+            cg_names += (os.path.dirname(path),)
+        except OSError as exc:
+            print(f"sandboxctl: warning: resource limits not applied: cannot join "
+                  f"{os.path.dirname(path)} ({exc.strerror})", file=sys.stderr)
+    rep_parent, rep_child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    rep_parent.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
     for fd in (err_r, status_r):
         session.on_close(lambda fd=fd: os.close(fd))
     session.on_close(rep_parent.close)
@@ -465,14 +511,18 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
-        cg_w=cg_w, go_r=go_r, cgroup_dirs=tuple(cg.dirs))
+        cg_w=cg_w, go_r=go_r, go_w=go_w, cg_fds=cg_fds, cg_names=cg_names,
+        cgroup_dirs=tuple(cg.dirs))
+    # Joining a cgroup v1 memory controller waits ~10-15 ms in the kernel: a thread
+    # primes that wait now (cgroup.prime; the GIL is released meanwhile), and the keeper
+    # joins init as soon as it has forked it.
+    primer = _start_primer(cg)
     keeper = fork_flushed()
     if keeper == 0:
         try:
             os.close(err_r)
             os.close(status_r)
             os.close(cg_r)
-            os.close(go_w)
             rep_parent.close()
             if pty_parent is not None:
                 pty_parent.close()
@@ -497,13 +547,20 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     os.close(status_w)
     os.close(cg_w)
     os.close(go_r)
+    os.close(go_w)
+    for fd in cg_fds:
+        os.close(fd)
     rep_child.close()
     if pty_child is not None:
         pty_child.close()
-    # Joining a cgroup v1 memory controller takes ~10 ms in the kernel (GIL released):
-    # a thread does it as soon as the keeper names init, while this one imports below.
-    joiner = _CgroupJoiner(cg, cg_r, go_w)
-    joiner.start()
+    import select
+    import socket
+
+    rep_parent = socket.socket(fileno=rep_parent.detach())
+    session.on_close(rep_parent.close)
+    if pty_parent is not None:
+        pty_parent = socket.socket(fileno=pty_parent.detach())
+        session.on_close(pty_parent.close)
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
     run_rec = new_run(plan, list(argv))
@@ -546,9 +603,15 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             # and ends by itself as soon as the Sentry does
             gofer_conn[0].close()
         session.on_close(lambda: early.cancel() if early.ctl.fileno() >= 0 else None)
-    joiner.join()  # ends by itself once the keeper wrote init's pid or closed the pipe
-    for w in joiner.warnings:
-        print(w, file=sys.stderr)
+    # the keeper's word on the join: nothing (joined), a warning, or EOF if it failed (its
+    # error then comes on err_r)
+    chunks = []
+    while chunk := os.read(cg_r, 4096):
+        chunks.append(chunk)
+    os.close(cg_r)
+    if chunks:
+        print(b"".join(chunks).decode(errors="replace"), file=sys.stderr)
+    primer.join(0)  # (it ends by itself; nothing waits for it)
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
@@ -562,6 +625,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
             open_fds.discard(pty_parent.fileno())
             if fds:
+                from .pty import Pty
+
                 pty = Pty.adopt(fds[0], 0)
                 session.on_close(pty.close)
         if err_r in ready:
