@@ -128,6 +128,13 @@ def parse_fast(argv: list[str]) -> SimpleNamespace | None:
 
 def load_plan(ref: str, use_cache: bool = True):
     """A Plan from a compiled .json, a profile file, or a built-in profile name."""
+    return load_plan_and_filter(ref, use_cache)[0]
+
+
+def load_plan_and_filter(ref: str, use_cache: bool = True):
+    """load_plan, and the program's seccomp-notify filter as classic BPF when it is known
+    (from a profile, through the Plan cache; None for a Plan .json: the program then
+    builds it with libseccomp)."""
     from ..engine.errors import SandboxctlError
 
     if ref.endswith(".json"):
@@ -135,14 +142,14 @@ def load_plan(ref: str, use_cache: bool = True):
 
         try:
             with open(ref) as fh:
-                return Plan.from_json(fh.read())
+                return Plan.from_json(fh.read()), None
         except OSError as exc:
             raise SandboxctlError(f"cannot read the plan {ref}: {exc.strerror}",
                                   hint="give a profile file, a built-in profile name, or a plan .json") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise SandboxctlError(f"{ref} is not a Plan written by `sandboxctl compile` ({exc})",
                                   hint="recompile it with this version of sandboxctl") from exc
-    from ..engine.cache import compile_cached
+    from ..engine.cache import compile_cached_with_filter
 
     path, display = ref, None
     if not os.path.exists(ref):
@@ -152,7 +159,8 @@ def load_plan(ref: str, use_cache: bool = True):
         if p is not None:
             path, display = p, display_name(p)
     # Through the cache of compiled Plans: an unchanged profile skips YAML and JSON Schema.
-    return compile_cached(path, display=display, check_filter=True, use_cache=use_cache)
+    return compile_cached_with_filter(path, display=display, check_filter=True,
+                                      use_cache=use_cache)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    plan = load_plan(args.profile, use_cache=not args.no_cache)
+    plan, filter_bpf = load_plan_and_filter(args.profile, use_cache=not args.no_cache)
     if getattr(args, "platform", None) and args.platform != plan.launch.platform:
         plan = plan._replace(launch=plan.launch._replace(platform=args.platform))
     strace_syscalls = None
@@ -173,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     use_pty = {"auto": None, "always": True, "never": False}[args.tty]
     if use_pty and not os.isatty(0):
         use_pty = False
-    outcome = launch(plan, command, debug=args.debug, use_pty=use_pty, **strace_opts)
+    outcome = launch(plan, command, debug=args.debug, use_pty=use_pty, filter_bpf=filter_bpf,
+                     **strace_opts)
     if outcome.sentry_failure:
         sys.stderr.write(f"sandboxctl: {outcome.sentry_failure} (run {outcome.run_id})\n")
     return outcome.exit_code

@@ -93,7 +93,7 @@ def _trusted(path: str) -> bool:
     return True
 
 
-def _lookup(entry_file: str, need_filter: bool) -> Plan | None:
+def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | None:
     if not _trusted(entry_file):
         return None
     try:
@@ -115,7 +115,16 @@ def _lookup(entry_file: str, need_filter: bool) -> Plan | None:
     for m in plan.gofer.mounts:
         if m.source is not None and not os.path.exists(m.source):
             return None
-    return plan
+    code = None
+    if "bpf_notify" in entry:  # written with the Plan; anything but a BPF program: damaged
+        bpf = entry["bpf_notify"]
+        try:
+            code = bytes.fromhex(bpf) if isinstance(bpf, str) else b""
+        except ValueError:
+            return None
+        if not code or len(code) % 8:
+            return None
+    return plan, code
 
 
 def compile_cached(path: str | os.PathLike[str], *, display: str | None = None,
@@ -123,27 +132,44 @@ def compile_cached(path: str | os.PathLike[str], *, display: str | None = None,
                    check_filter: bool = False) -> Plan:
     """compile_profile through the cache. With check_filter, the seccomp filter is also
     built once (so libseccomp accepts the rules) before the Plan counts as valid."""
+    return compile_cached_with_filter(path, display=display, overrides=overrides,
+                                      use_cache=use_cache, check_filter=check_filter)[0]
+
+
+def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | None = None,
+                               overrides: Mapping[str, Any] | None = None,
+                               use_cache: bool = True,
+                               check_filter: bool = True) -> tuple[Plan, bytes | None]:
+    """compile_cached, and the program's seccomp-notify filter as classic BPF (what
+    libseccomp generates for build_filter(plan, "seccomp-notify"), exported once when the
+    entry is written and kept in it): `apply` loads it with one seccomp(2) call, so
+    neither init nor the program imports pyseccomp or builds the filter again. None when
+    the filter is not known (no check_filter)."""
     entry_file = os.path.join(_cache_path(), f"{_key(path, display, overrides)}.json")
     if use_cache:
-        plan = _lookup(entry_file, check_filter)
-        if plan is not None:
-            return plan
+        found = _lookup(entry_file, check_filter)
+        if found is not None:
+            return found
     from .compile import compile_resolved
 
     plan, res = compile_resolved(path, overrides=overrides, display=display)
     filter_ok = False
+    code = None
     if check_filter:
         from .errors import Diagnostic, ProfileError
-        from .filter import FilterBuildError, build_filter
+        from .filter import FilterBuildError, build_filter, export_bpf
 
         try:
             build_filter(plan)
+            code = export_bpf(plan, "seccomp-notify")
             filter_ok = True
         except FilterBuildError as exc:
             raise ProfileError([Diagnostic(res.file, 1, 1, f"the seccomp filter cannot be built: {exc}")]) from None
     if use_cache:
         entry = {"format": CACHE_FORMAT, "filter_ok": filter_ok, "plan": plan.to_dict(),
                  "files": {str(p): _sha(p) for p in res.paths}}
+        if code is not None:
+            entry["bpf_notify"] = code.hex()
         try:
             os.makedirs(os.path.dirname(entry_file), mode=0o700, exist_ok=True)
             tmp = entry_file[:-len(".json")] + f".{os.getpid()}.tmp"
@@ -153,7 +179,7 @@ def compile_cached(path: str | os.PathLike[str], *, display: str | None = None,
             os.replace(tmp, entry_file)
         except OSError:
             pass
-    return plan
+    return plan, code
 
 
-__all__ = ["compile_cached", "cache_dir"]
+__all__ = ["compile_cached", "compile_cached_with_filter", "cache_dir"]

@@ -1,8 +1,11 @@
 """The last step in the sandboxed child: load the Plan's host filter and exec.
 
-    load_and_exec(plan, argv, env, report_fd)   # never returns
+    load_and_exec(plan, argv, env, report_fd, bpf=None)   # never returns
 
-Order: build the filter; resolve the command through PATH in the sandbox's env; predict
+With `bpf` (the filter libseccomp generated for this Plan, exported when the Plan was
+compiled and kept in the Plan cache: engine.cache.compile_cached_with_filter) the filter
+is loaded as it is, with one seccomp(2) call; without, it is built here with libseccomp
+(call prepare_build() first, before pivot_root). Order: build the filter (if needed); resolve the command through PATH in the sandbox's env; predict
 the listener fd (the lowest free descriptor: the kernel installs the listener there,
 O_CLOEXEC, so execve closes it and it never reaches the program); write that number to
 `report_fd` and close it; load the filter; execve. The execve itself is trapped: the
@@ -12,18 +15,50 @@ If the exec fails: a message on stderr and exit 127 (not found) or 126 (not runn
 
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import os
 from typing import Mapping, NoReturn, Sequence
 
-# Imported here, not in load_and_exec: the child runs after pivot_root, where this
-# package and libseccomp may not exist; the launcher imports this module beforehand.
-from ..engine.libseccomp import load as _load_pyseccomp
-
-pyseccomp = _load_pyseccomp()
-
-from ..engine.filter import build_filter  # noqa: E402 (after pyseccomp, loaded fast)
+# The child runs after pivot_root, where this package and libseccomp may not exist: the
+# launcher imports this module (and, if the filter is to be built here, prepare_build's
+# modules) beforehand.
 from ..engine.plan import Plan
+
+NR_SECCOMP = 317  # x86_64
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prepare_build() -> None:
+    """Import what building the filter here needs (pyseccomp, engine.filter): call it
+    where the modules can still be found, before pivot_root."""
+    from ..engine.filter import build_filter  # noqa: F401
+    from ..engine.libseccomp import load
+
+    load()
+
+
+def load_bpf(bpf: bytes, flags: int) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, prog) for classic-BPF `bpf` (struct
+    sock_filter[], 8 bytes each, as libseccomp exports it); the return value (the
+    listener with SECCOMP_FILTER_FLAG_NEW_LISTENER)."""
+    if not bpf or len(bpf) % 8:
+        raise ValueError("not a classic-BPF program")
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    r = _libc.syscall(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"seccomp(SECCOMP_SET_MODE_FILTER): {os.strerror(e)}")
+    return r
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -65,7 +100,7 @@ def _die(msg: str, code: int) -> NoReturn:
 
 
 def load_and_exec(plan: Plan, argv: Sequence[str], env: Mapping[str, str],
-                  report_fd: int) -> NoReturn:
+                  report_fd: int, bpf: bytes | None = None) -> NoReturn:
     if plan.launch.platform == "ptrace":  # reports -1 (no listener); see platform_ptrace
         from .platform_ptrace import child_load_and_exec
 
@@ -73,13 +108,19 @@ def load_and_exec(plan: Plan, argv: Sequence[str], env: Mapping[str, str],
     try:
         if not argv:
             _die("no command to run (give one after `--` or set process.command)", 127)
-        flt = build_filter(plan, "seccomp-notify")
-        try:
-            # a binary search over syscall numbers instead of a linear chain: allowed
-            # calls (never named by a rule) pass in O(log rules) comparisons
-            flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
-        except (OSError, AttributeError):
-            pass  # older libseccomp: the linear filter is just as correct
+        flt = pyseccomp = None
+        if bpf is None:
+            from ..engine.filter import build_filter
+            from ..engine.libseccomp import load
+
+            pyseccomp = load()
+            flt = build_filter(plan, "seccomp-notify")
+            try:
+                # a binary search over syscall numbers instead of a linear chain: allowed
+                # calls (never named by a rule) pass in O(log rules) comparisons
+                flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
+            except (OSError, AttributeError):
+                pass  # older libseccomp: the linear filter is just as correct
         path = resolve_command(argv[0], env)
         if path is None:
             _die(f"{argv[0]}: command not found in the sandbox", 127)
@@ -87,8 +128,11 @@ def load_and_exec(plan: Plan, argv: Sequence[str], env: Mapping[str, str],
         predicted = lowest_free_fd(report_fd)
         os.write(report_fd, f"{predicted}\n".encode())
         os.close(report_fd)
-        flt.load()
-        actual = _notify_fd(pyseccomp, flt)
+        if flt is None:
+            actual = load_bpf(bpf, SECCOMP_FILTER_FLAG_NEW_LISTENER)  # type: ignore[arg-type]
+        else:
+            flt.load()
+            actual = _notify_fd(pyseccomp, flt)
         if actual >= 0 and actual != predicted:
             # Something took the predicted slot: move the listener there (still CLOEXEC).
             os.dup2(actual, predicted, inheritable=False)
@@ -113,4 +157,4 @@ def _notify_fd(pyseccomp, flt) -> int:
     return int(lib.seccomp_notify_fd(raw))
 
 
-__all__ = ["load_and_exec", "resolve_command", "lowest_free_fd", "DEFAULT_PATH"]
+__all__ = ["load_and_exec", "load_bpf", "prepare_build", "resolve_command", "lowest_free_fd", "DEFAULT_PATH"]

@@ -154,8 +154,10 @@ def test_apply_start_up_path_imports_nothing_heavy(tmp_path: Path) -> None:
     """Runs, in the interpreter the installed command starts (python -S, the entry
     script's sys.path), what `sandboxctl apply default -- true` runs before the sandbox
     exists and while it sets itself up: the fast argument parser, the Plan from the
-    cache, the launcher, the run record, the supervisor's warm imports (Sentry, Gofer,
-    syscall table) and init's (filter code). None of the heavy modules may be imported."""
+    cache (with the program's filter as BPF), init's imports (which then need neither
+    pyseccomp nor the filter code), the launcher, the run record and the supervisor's
+    warm imports (Sentry, Gofer, syscall table). None of the heavy modules may be
+    imported."""
     from sandboxctl.cli.entry import script_text
 
     probe = script_text().replace("from sandboxctl.cli.main import main\nsys.exit(main())\n", """
@@ -166,10 +168,13 @@ assert args is not None
 plan = mod.load_plan(args.profile)  # from the Plan cache
 from sandboxctl.sentry.launch import launcher as L
 from sandboxctl.sentry.runs import new_run
+plan2, bpf = mod.load_plan_and_filter(args.profile)
+assert plan2 == plan and bpf and len(bpf) % 8 == 0
+L._import_child_side(plan, True)  # init's imports, with the filter ready as BPF
+assert "pyseccomp" not in sys.modules and "sandboxctl.engine.filter" not in sys.modules
 new_run(plan, ["true"])
 assert L._module_exists("sandboxctl.gofer.process")
 L._warm_imports(plan)
-L._import_child_side(plan)
 print(" ".join(sorted(sys.modules)))
 """)
     assert "parse_fast" in probe

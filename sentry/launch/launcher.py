@@ -98,6 +98,7 @@ class _ChildSetup(NamedTuple):
     cg_fds: tuple[int, ...] = ()  # the run's cgroup.procs files, opened by the supervisor
     cg_names: tuple[str, ...] = ()  # their directories, for the warning
     cgroup_dirs: tuple[str, ...] = ()  # removed by the keeper if the supervisor is killed
+    filter_bpf: bytes | None = None  # the program's filter, ready to load (None: build it)
 
 
 def _fail(err_w: int, exc: BaseException) -> NoReturn:
@@ -221,7 +222,7 @@ def _init(s: _ChildSetup) -> NoReturn:
         # while the supervisor moves this process into the run's cgroups (a v1 memory
         # join waits ~10-20 ms for an RCU grace period), and before pivot_root hides the
         # host's tree
-        _import_child_side(s.plan)
+        _import_child_side(s.plan, s.filter_bpf is not None)
         # (before build_root: after pivot_root this package may not be found)
         from . import caps, uts
 
@@ -232,7 +233,7 @@ def _init(s: _ChildSetup) -> NoReturn:
 
         uts.set_names(s.plan.launch.hostname, s.plan.launch.domainname)
         mnt.build_root(s.root)
-        # in the run's cgroups now (the supervisor said so): a cgroup namespace rooted there
+        # in the run's cgroups now (the keeper said so): a cgroup namespace rooted there
         if os.read(s.go_r, 1) != b"g":
             raise SandboxError("the supervisor went away during set-up")
         kernel.unshare(kernel.CLONE_NEWCGROUP)
@@ -272,14 +273,18 @@ def _init(s: _ChildSetup) -> NoReturn:
         os._exit(0)
 
 
-def _import_child_side(plan: Plan) -> None:
+def _import_child_side(plan: Plan, have_bpf: bool = False) -> None:
     """Import what the program's process runs after pivot_root, where this package and
     libseccomp may not exist. Done by init (the program is its fork) before it builds
-    the root, not by the supervisor before the fork: pyseccomp and the filter code take
-    ~5 ms, which overlap the supervisor's own imports and init's cgroup join. Nothing
-    here starts a process (engine.libseccomp keeps pyseccomp from running `ldconfig
-    -p`), which would take pid 2 in the sandbox's pid namespace."""
-    from ..seccomp_child import load_and_exec  # noqa: F401  (pyseccomp, engine.filter)
+    the root, not by the supervisor before the fork. With the filter ready as BPF
+    (`have_bpf`, the usual case) that is only seccomp_child; otherwise pyseccomp and the
+    filter code too (~3-5 ms). Nothing here starts a process (engine.libseccomp keeps
+    pyseccomp from running `ldconfig -p`), which would take pid 2 in the sandbox's pid
+    namespace."""
+    from .. import seccomp_child
+
+    if not have_bpf:  # the program builds its filter: pyseccomp and engine.filter
+        seccomp_child.prepare_build()
 
     if plan.launch.platform == "ptrace":
         from .. import platform_ptrace  # noqa: F401
@@ -313,7 +318,7 @@ def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
     from ..seccomp_child import load_and_exec  # already imported by the supervisor
 
     os.close(s.err_w)  # set-up is done: EOF tells the supervisor
-    load_and_exec(plan, list(s.argv), dict(plan.launch.env), s.report_w)
+    load_and_exec(plan, list(s.argv), dict(plan.launch.env), s.report_w, bpf=s.filter_bpf)
 
 
 def _rmtree_force(path: str) -> None:
@@ -439,8 +444,12 @@ class _Session:
 
 def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
         use_pty: bool | None = None, strace: str | None = None,
-        strace_syscalls: frozenset[str] | None = None) -> Outcome:
-    """Run `argv` (or the plan's command) in a sandbox; return when everything is gone."""
+        strace_syscalls: frozenset[str] | None = None,
+        filter_bpf: bytes | None = None) -> Outcome:
+    """Run `argv` (or the plan's command) in a sandbox; return when everything is gone.
+    `filter_bpf`: the program's seccomp-notify filter as exported by libseccomp for this
+    Plan (engine.cache.compile_cached_with_filter), loaded as it is; None: the program
+    builds it."""
     argv = tuple(argv) or tuple(plan.launch.command)
     if not argv:
         raise SandboxError("no command to run",
@@ -463,7 +472,7 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
         session.on_close(lambda: _rmtree_force(root.upper_base))  # type: ignore[arg-type]
     try:
         return _supervise(plan, argv, root, debug, use_pty, session, new_run,
-                          strace=strace, strace_syscalls=strace_syscalls)
+                          strace=strace, strace_syscalls=strace_syscalls, filter_bpf=filter_bpf)
     finally:
         session.close()
 
@@ -471,7 +480,8 @@ def run(plan: Plan, argv: list[str] | tuple[str, ...], *, debug: bool = False,
 def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: bool,
                use_pty: bool | None, session: _Session, new_run: Any,
                strace: str | None = None,
-               strace_syscalls: frozenset[str] | None = None) -> Outcome:
+               strace_syscalls: frozenset[str] | None = None,
+               filter_bpf: bytes | None = None) -> Outcome:
     cg = cgroup.create(plan.launch.resources, os.urandom(3).hex())
     session.on_close(cg.cleanup)
     for w in cg.warnings:
@@ -512,7 +522,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
         cg_w=cg_w, go_r=go_r, go_w=go_w, cg_fds=cg_fds, cg_names=cg_names,
-        cgroup_dirs=tuple(cg.dirs))
+        cgroup_dirs=tuple(cg.dirs),
+        filter_bpf=filter_bpf if plan.launch.platform != "ptrace" else None)
     # Joining a cgroup v1 memory controller waits ~10-15 ms in the kernel: a thread
     # primes that wait now (cgroup.prime; the GIL is released meanwhile), and the keeper
     # joins init as soon as it has forked it.
