@@ -105,3 +105,15 @@ def test_memory_checks_the_notification_before_acting():
     with pytest.raises(OSError):
         gone.write(addr, b"XX")
     assert buf.raw[:2] == b"/e" and asked == [8, 9]  # nothing written
+
+
+def test_syscall_name_per_number_matches_the_whole_table():
+    """The Sentry names a trapped call by looking up its number alone (decode.syscall_name,
+    kept per number) instead of building libseccomp's whole table on its way to the first
+    served call; both give the same names."""
+    from sandboxctl.sentry.decode import syscall_name, syscall_names
+
+    table = syscall_names()
+    assert [syscall_name(nr) for nr in range(512)] == list(table)
+    assert syscall_name(59) == "execve" and syscall_name(425) == "io_uring_setup"
+    assert syscall_name(9999) == "syscall_9999" and syscall_name(-1) == "syscall_-1"
