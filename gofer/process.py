@@ -95,8 +95,11 @@ class PendingGofer:
     already: a request sent now is served once the Gofer is set up. `ready()` waits for
     that, and raises (after killing it) if it could not start."""
 
-    def __init__(self, pid: int, sock: socket.socket, ready_r: int, child_pid: int) -> None:
-        self.sock, self.ready_r, self.child_pid = sock, ready_r, child_pid
+    def __init__(self, pid: int, sock: socket.socket, ready_r: int, targets: list[int],
+                 error: str | None = None) -> None:
+        self.sock, self.ready_r = sock, ready_r
+        self.targets = targets  # pidfds the watcher kills if the Gofer dies (_watch_targets)
+        self.error = error  # why attaching failed, if it did
         self.handle = GoferHandle(pid)  # to kill it with, ready or not
 
     def close(self) -> None:
@@ -104,6 +107,9 @@ class PendingGofer:
         if self.ready_r >= 0:
             os.close(self.ready_r)
             self.ready_r = -1
+        for fd in self.targets:  # (not handed to a watcher yet)
+            os.close(fd)
+        self.targets = []
         self.handle.kill()
         self.handle.wait()
 
@@ -121,10 +127,12 @@ class PendingGofer:
             handle.kill()
             handle.wait()
             self.sock.close()
-            raise SandboxError(f"the Gofer could not start: {msg.decode(errors='replace') or 'it died'}",
+            why = msg.decode(errors="replace") or self.error or "it died"
+            raise SandboxError(f"the Gofer could not start: {why}",
                                hint="check that the sandbox process is alive and that this "
                                     "kernel has openat2 (Linux 5.6+)")
-        _watch(handle, self.child_pid)
+        targets, self.targets = self.targets, []
+        _watch(handle, targets)
         return handle, self.sock
 
 
@@ -146,27 +154,41 @@ class EarlyGofer:
     """A Gofer forked before the sandbox's child is known (spawn_gofer_early): set up as
     far as it can be outside the sandbox's namespaces, it waits for the child's pid."""
 
-    def __init__(self, pid: int, sock: socket.socket, ready_r: int, go_w: int) -> None:
-        self.pid, self.sock, self.ready_r, self.go_w = pid, sock, ready_r, go_w
+    def __init__(self, pid: int, sock: socket.socket, ready_r: int, go: socket.socket) -> None:
+        self.pid, self.sock, self.ready_r, self.go = pid, sock, ready_r, go
+
+    @property
+    def waiting(self) -> bool:
+        """Not attached nor cancelled yet."""
+        return self.go.fileno() >= 0
 
     def attach(self, child_pid: int) -> PendingGofer:
         """Send the child's pid: the Gofer joins its namespaces and gets ready."""
-        pending = PendingGofer(self.pid, self.sock, self.ready_r, child_pid)
-        self.ready_r = -1  # the PendingGofer's now
+        # Everything about the child is read here, while it still waits to be served (call
+        # this before its first call is answered): once the program runs, its /proc
+        # entries may no longer be open to this user (an unreadable binary makes it
+        # non-dumpable). The namespaces go to the Gofer as descriptors.
+        fds: list[int] = []
+        error = None
+        targets: list[int] = []
         try:
-            os.write(self.go_w, struct.pack("i", child_pid))
-        except OSError:
-            pass  # gone already: ready() reads EOF and says so
+            targets = _watch_targets(child_pid)
+            for kind in ("user", "mnt"):
+                fds.append(os.open(f"/proc/{child_pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+            socket.send_fds(self.go, [struct.pack("i", child_pid)], fds)
+        except OSError as exc:  # the child or the Gofer is gone; ready() says so
+            error = f"cannot reach the sandbox process {child_pid} ({exc.strerror or exc})"
         finally:
-            os.close(self.go_w)
-            self.go_w = -1
+            for fd in fds:
+                os.close(fd)
+            self.go.close()
+        pending = PendingGofer(self.pid, self.sock, self.ready_r, targets, error)
+        self.ready_r = -1  # the PendingGofer's now
         return pending
 
     def cancel(self) -> None:
         """No sandbox to serve: the Gofer reads EOF and ends; it is reaped."""
-        if self.go_w >= 0:
-            os.close(self.go_w)
-            self.go_w = -1
+        self.go.close()
         if self.ready_r >= 0:
             os.close(self.ready_r)
             self.ready_r = -1
@@ -193,7 +215,7 @@ def spawn_gofer_early(plan: Plan,
     policy = Policy.from_config(plan.gofer, _synthetic(plan))
     sentry_end, gofer_end = conn if conn is not None else connection()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    go, gofer_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     pid = fork_flushed()  # (the child freezes the heap it inherits)
     if pid == 0:
         code = 1
@@ -201,8 +223,8 @@ def spawn_gofer_early(plan: Plan,
             _reset_signal_relay()
             sentry_end.close()
             os.close(ready_r)
-            os.close(go_w)
-            _gofer_main(plan, policy, go_r, gofer_end, ready_w)
+            go.close()
+            _gofer_main(plan, policy, gofer_go, gofer_end, ready_w)
             code = 0
         except BaseException as exc:  # noqa: BLE001 - reported on the ready pipe
             try:
@@ -213,8 +235,8 @@ def spawn_gofer_early(plan: Plan,
             os._exit(code)
     gofer_end.close()
     os.close(ready_w)
-    os.close(go_r)
-    return EarlyGofer(pid, sentry_end, ready_r, go_w)
+    gofer_go.close()
+    return EarlyGofer(pid, sentry_end, ready_r, go)
 
 
 def _reset_signal_relay() -> None:
@@ -231,20 +253,31 @@ def _reset_signal_relay() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _watch(handle: GoferHandle, child_pid: int) -> None:
-    """Nothing runs unsupervised: if the Gofer dies before it is closed, SIGKILL the
-    program and the sandbox's init (its parent; the pid namespace dies with it). Not
-    when it ended on EOF: the Sentry closes its end once no sandboxed task is left, and
-    init may still be about to report the program's status."""
+def _watch_targets(child_pid: int) -> list[int]:
+    """pidfds of the child and, if it is the sandbox's init's child, of that init (its
+    pid namespace dies with it)."""
+    targets = [os.pidfd_open(child_pid)]
     try:
-        gofer_fd = os.pidfd_open(handle.pid)
-        targets = [os.pidfd_open(child_pid)]
         with open(f"/proc/{child_pid}/status") as fh:
             ppid = next(int(l.split()[1]) for l in fh if l.startswith("PPid:"))
         if ppid > 1 and _same_ns(f"/proc/{ppid}/ns/pid", f"/proc/{child_pid}/ns/pid") \
                 and not _same_ns(f"/proc/{ppid}/ns/pid", "/proc/self/ns/pid"):
             targets.append(os.pidfd_open(ppid))  # the sandbox's init
     except (OSError, StopIteration, ValueError):
+        pass
+    return targets
+
+
+def _watch(handle: GoferHandle, targets: list[int]) -> None:
+    """Nothing runs unsupervised: if the Gofer dies before it is closed, SIGKILL the
+    program and the sandbox's init (`targets`, pidfds owned from now on). Not when it
+    ended on EOF: the Sentry closes its end once no sandboxed task is left, and init may
+    still be about to report the program's status."""
+    try:
+        gofer_fd = os.pidfd_open(handle.pid)
+    except OSError:
+        for fd in targets:
+            os.close(fd)
         return
 
     def run() -> None:
@@ -279,7 +312,7 @@ def _same_ns(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _gofer_main(plan: Plan, policy, go_r: int, sock: socket.socket, ready_w: int) -> None:
+def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, ready_w: int) -> None:
     from . import confine
     from . import sys as gsys
     from .server import FileServer
@@ -289,28 +322,27 @@ def _gofer_main(plan: Plan, policy, go_r: int, sock: socket.socket, ready_w: int
                 signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     keep_caps = confine.cap_mask(tuple(plan.launch.capabilities))
+    # the child's namespaces come as descriptors (EarlyGofer.attach); if they came with
+    # the fork (spawn_gofer), they are taken now, before the rest of the set-up
+    ns: tuple[int, int] | None = None
+    if select.select([go], [], [], 0)[0]:
+        ns = _receive_ns(go)
     flt = confine.build_filter()  # (pyseccomp: before the chroot, the tree may lack it)
     fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    keep = {sock.fileno(), fd_dir, ready_w, go_r}
+    keep = {sock.fileno(), fd_dir, ready_w, go.fileno(), *(ns or ())}
     for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here
         if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    data = b""
-    while len(data) < 4:
-        chunk = os.read(go_r, 4 - len(data))
-        if not chunk:
-            os._exit(0)  # cancelled: no sandbox to serve
-        data += chunk
-    os.close(go_r)
-    child_pid = struct.unpack("i", data)[0]
-    user_ns = f"/proc/{child_pid}/ns/user"
-    mnt_ns = f"/proc/{child_pid}/ns/mnt"
-    ufd = os.open(user_ns, os.O_RDONLY | os.O_CLOEXEC)
-    mfd = os.open(mnt_ns, os.O_RDONLY | os.O_CLOEXEC)
-    if not _same_ns(user_ns, "/proc/self/ns/user"):
+    if ns is None:
+        ns = _receive_ns(go)
+    go.close()
+    ufd, mfd = ns
+    mine = os.stat("/proc/self/ns/user")
+    theirs = os.fstat(ufd)
+    if (theirs.st_dev, theirs.st_ino) != (mine.st_dev, mine.st_ino):
         gsys.setns(ufd, CLONE_NEWUSER)
     gsys.setns(mfd, CLONE_NEWNS)
     os.close(ufd)
@@ -327,6 +359,18 @@ def _gofer_main(plan: Plan, policy, go_r: int, sock: socket.socket, ready_w: int
     os.write(ready_w, b"ready")
     os.close(ready_w)
     server.serve(sock)
+
+
+def _receive_ns(go: socket.socket) -> tuple[int, int]:
+    """The child's user and mount namespace descriptors from the launcher
+    (EarlyGofer.attach); EOF (cancelled, or the child was gone): exit quietly."""
+    try:
+        _, fds, _, _ = socket.recv_fds(go, 16, 2)
+    except OSError:
+        fds = []
+    if len(fds) != 2:
+        os._exit(0)  # cancelled: no sandbox to serve (ready() reads EOF)
+    return fds[0], fds[1]
 
 
 def _fds(fd_dir: int) -> list[int]:

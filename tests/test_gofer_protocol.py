@@ -272,3 +272,26 @@ def test_an_early_gofer_waits_for_its_sandbox_and_ends_when_cancelled(tmp_path):
             handle.close()
     finally:
         ns.close()
+
+
+def test_attach_takes_the_child_s_namespaces_at_once(tmp_path):
+    """EarlyGofer.attach opens the child's namespaces (and its pidfds) in the launcher, at
+    the call, and passes them as descriptors: what happens to the child afterwards (it
+    execs an unreadable binary and is no longer dumpable, or, here, it is gone) does not
+    stop the Gofer from joining them."""
+    from sandboxctl.gofer.process import spawn_gofer_early
+
+    ns = SandboxNS(tmp_path)
+    try:
+        early = spawn_gofer_early(make_plan())
+        pending = early.attach(ns.pid)
+        os.kill(ns.pid, 9)  # the child is gone before the Gofer has even read its pid
+        handle, sock = pending.ready()
+        client = GoferClient(sock)
+        try:
+            assert client.call(Request(Op.STAT, b"/etc/hostname")).errno == 0
+        finally:
+            client.close()
+            handle.close()
+    finally:
+        ns.close()

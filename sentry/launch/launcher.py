@@ -609,7 +609,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             from ...gofer.process import spawn_gofer_early  # type: ignore[import-not-found]
 
             early_gofer = spawn_gofer_early(plan, gofer_conn)
-            session.on_close(lambda: early_gofer.cancel() if early_gofer.go_w >= 0 else None)
+            session.on_close(lambda: early_gofer.cancel() if early_gofer.waiting else None)
             # the Sentry's end is the Sentry's alone: with no copy here, the Gofer reads EOF
             # and ends by itself as soon as the Sentry does
             gofer_conn[0].close()
@@ -682,6 +682,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         # handed the listener (the Sentry and the Gofer reset it in their children).
         sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
         session.on_close(sp.close)
+        if early_gofer is not None:
+            # before the hand-over: the program is still blocked in its first call, so the
+            # Gofer's view of it (namespaces, pidfds) is taken before it runs anything
+            pending_gofer = early_gofer.attach(child_pid)
+            session.on_close(pending_gofer.close)
         if early is not None:
             sentry = early.hand_over(child_pid, listener_fdnum)
         else:
@@ -691,9 +696,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
                                   gofer_sock=pending_gofer.sock if pending_gofer else None,
                                   debug=debug, strace=strace, strace_syscalls=strace_syscalls)
         session.on_close(lambda: sentry.kill() if sentry.wait(0) is None else None)
-        if early_gofer is not None:  # forked with the early Sentry: point it at the program
-            pending_gofer = early_gofer.attach(child_pid)
-            session.on_close(pending_gofer.close)
         if pending_gofer is not None:
             pending_gofer.ready()  # raises if it could not start
         try:
