@@ -36,6 +36,7 @@ import signal
 import socket
 import struct
 import threading
+from typing import Any
 
 from ..engine.errors import SandboxError
 from ..engine.plan import Plan, SyntheticFile
@@ -210,9 +211,11 @@ class EarlyGofer:
 def spawn_gofer_early(plan: Plan,
                       conn: tuple[socket.socket, socket.socket] | None = None) -> EarlyGofer:
     """Fork the Gofer now; EarlyGofer.attach(child_pid) later points it at the sandbox."""
+    from . import confine
     from .policy import Policy
 
     policy = Policy.from_config(plan.gofer, _synthetic(plan))
+    flt = confine.build_filter()  # built here, loaded by the Gofer once set up
     sentry_end, gofer_end = conn if conn is not None else connection()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go, gofer_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -224,7 +227,7 @@ def spawn_gofer_early(plan: Plan,
             sentry_end.close()
             os.close(ready_r)
             go.close()
-            _gofer_main(plan, policy, gofer_go, gofer_end, ready_w)
+            _gofer_main(plan, policy, gofer_go, gofer_end, ready_w, flt)
             code = 0
         except BaseException as exc:  # noqa: BLE001 - reported on the ready pipe
             try:
@@ -312,7 +315,8 @@ def _same_ns(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, ready_w: int) -> None:
+def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, ready_w: int,
+                flt: Any = None) -> None:
     from . import confine
     from . import sys as gsys
     from .server import FileServer
@@ -327,7 +331,8 @@ def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, read
     ns: tuple[int, int] | None = None
     if select.select([go], [], [], 0)[0]:
         ns = _receive_ns(go)
-    flt = confine.build_filter()  # (pyseccomp: before the chroot, the tree may lack it)
+    if flt is None:
+        flt = confine.build_filter()  # (pyseccomp: before the chroot, the tree may lack it)
     fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     keep = {sock.fileno(), fd_dir, ready_w, go.fileno(), *(ns or ())}
     for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here

@@ -83,10 +83,10 @@ def no_new_privs() -> None:
         raise OSError(e, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(e)}")
 
 
-def load_sentry_filter(listener_ioctls: tuple[int, ...]) -> None:
-    """Allow SENTRY_ALLOWED (ioctl only for the listener's requests and TCGETS),
-    kill on SENTRY_FATAL, refuse everything else with EPERM. Threads started before
-    this call get the filter too (TSYNC)."""
+def build_sentry_filter(listener_ioctls: tuple[int, ...]):
+    """The Sentry's filter, built (not loaded): SENTRY_ALLOWED (ioctl only for the
+    listener's requests and TCGETS), SENTRY_FATAL kill, anything else EPERM; TSYNC. The
+    launcher builds it before the Sentry's fork (the Sentry only loads it)."""
     import pyseccomp as sc
 
     flt = sc.SyscallFilter(sc.ERRNO(_errno.EPERM))
@@ -100,14 +100,22 @@ def load_sentry_filter(listener_ioctls: tuple[int, ...]) -> None:
         flt.add_rule(sc.ALLOW, "ioctl", sc.Arg(1, sc.EQ, req))
     for name in SENTRY_FATAL:
         flt.add_rule(sc.KILL_PROCESS, name)
+    return flt
+
+
+def load_sentry_filter(listener_ioctls: tuple[int, ...], flt=None) -> None:
+    """Load the Sentry's filter (`flt`, or build_sentry_filter's now). Threads started
+    before this call get the filter too (TSYNC)."""
+    if flt is None:
+        flt = build_sentry_filter(listener_ioctls)
     flt.load()
 
 
-def confine(listener_ioctls: tuple[int, ...]) -> None:
+def confine(listener_ioctls: tuple[int, ...], flt=None) -> None:
     drop_capabilities()
     no_new_privs()
-    load_sentry_filter(listener_ioctls)
+    load_sentry_filter(listener_ioctls, flt)
 
 
-__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "drop_capabilities",
+__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "build_sentry_filter", "drop_capabilities",
            "no_new_privs", "load_sentry_filter"]

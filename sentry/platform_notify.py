@@ -293,6 +293,13 @@ class Responder:
 SET_FLAGS = _iow(4, 8)
 
 
+def listener_ioctls(sizes: NotifSizes) -> tuple[int, ...]:
+    """The ioctl requests the Sentry makes on its listener (its filter allows only these):
+    RECV, SEND, ID_VALID, ADDFD, SET_FLAGS."""
+    return (_iowr(0, sizes.seccomp_notif), _iowr(1, sizes.seccomp_notif_resp), _iow(2, 8),
+            _iow(3, ctypes.sizeof(NotifAddfd)), SET_FLAGS)
+
+
 class NotifyLoop:
     """Serve listener `fd` until every sandboxed task is gone (POLLHUP)."""
 
@@ -498,5 +505,5 @@ def _interrupt(signum: int, frame: object) -> None:
     """SIGUSR1 only interrupts the blocking RECV (see NotifyLoop._watch)."""
 
 
-__all__ = ["NotifyLoop", "ProcessMemory", "Responder", "notif_sizes", "UnsupportedKernel",
+__all__ = ["listener_ioctls", "NotifyLoop", "ProcessMemory", "Responder", "notif_sizes", "UnsupportedKernel",
            "Notif", "NotifResp", "NotifAddfd", "SeccompData"]

@@ -282,21 +282,26 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
     EarlySentry.hand_over() gives it the sandbox's listener."""
     import socket
 
-    from .platform_notify import UnsupportedKernel, notif_sizes
+    from .confine import build_sentry_filter
+    from .platform_notify import UnsupportedKernel, listener_ioctls, notif_sizes
 
     warm()
     try:
-        notif_sizes()
+        sizes = notif_sizes()
     except UnsupportedKernel as exc:
         raise HostError("this kernel has no seccomp user notification",
                         hint="use Linux 5.5 or newer, or --platform ptrace") from exc
+    # built here, loaded by the Sentry (its set-up runs while the sandbox builds itself,
+    # on a machine as busy as it gets: the less it does, the sooner it is ready)
+    flt = build_sentry_filter(listener_ioctls(sizes))
     from .sentry_process import fork_sentry
 
     ctl, sentry_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         handle = fork_sentry(run, None,
                              lambda: _sentry_main(plan, sentry_ctl, run, gofer_sock, debug,
-                                                  strace=strace, strace_syscalls=strace_syscalls),
+                                                  strace=strace, strace_syscalls=strace_syscalls,
+                                                  flt=flt),
                              parent_closes=(sentry_ctl.fileno(),))
     except BaseException:
         ctl.close()
@@ -310,7 +315,8 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
 
 
 def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: bool,
-                 strace: str | None = None, strace_syscalls: frozenset[str] | None = None) -> int:
+                 strace: str | None = None, strace_syscalls: frozenset[str] | None = None,
+                 flt: Any = None) -> int:
     """Set up, confine, wait for the listener on `ctl` (EOF: the sandbox never reported;
     exit quietly), serve."""
     import socket
@@ -324,7 +330,7 @@ def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: b
         from .call import SentryContext
         from .confine import confine
         from .dispatch import Dispatcher
-        from .platform_notify import SET_FLAGS, NotifyLoop, Responder, notif_sizes
+        from .platform_notify import NotifyLoop, listener_ioctls, notif_sizes
 
         isolate_fds(gofer_sock, ctl.fileno())
         out = open_output(run, debug)
@@ -347,9 +353,8 @@ def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: b
         # four cost ~3 ms of the Sentry's set-up, on the path to the first served call.
         loop = NotifyLoop(-1, dispatcher, workers=1 if blocking else 0, flush=flush,
                           on_kill=on_kill, log=log, sizes=sizes)
-        r = Responder(-1, sizes)
         loop.start_workers()
-        confine((loop.RECV, r.SEND, r.ID_VALID, r.ADDFD, SET_FLAGS))
+        confine(listener_ioctls(sizes), flt)
         # the listener and the program's pidfd (SCM_RIGHTS); nothing: no sandbox to serve
         _, fds, _, _ = socket.recv_fds(ctl, 16, 2)
         ctl.close()
