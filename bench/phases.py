@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # (module, attribute) wrapped; the label is the attribute.
 _STEPS = (
-    ("sandboxctl.cli.cmd_apply", "load_plan"),
+    ("sandboxctl.cli.cmd_apply", "load_plan_and_filter"),
     ("sandboxctl.sentry.launch.launcher", "run"),
     ("sandboxctl.sentry.launch.launcher", "_keeper"),
     ("sandboxctl.sentry.launch.launcher", "_init"),
@@ -39,7 +39,6 @@ _STEPS = (
     ("sandboxctl.sentry.launch.mnt", "_root"),
     ("sandboxctl.sentry.launch.launcher", "_import_child_side"),
     ("sandboxctl.sentry.launch.cgroup", "create"),
-    ("sandboxctl.sentry.launch.cgroup", "prime"),
     ("sandboxctl.sentry.runs", "new_run"),
     ("sandboxctl.sentry.seccomp_child", "load_and_exec"),
     ("sandboxctl.gofer.process", "spawn_gofer"),

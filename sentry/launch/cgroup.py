@@ -39,8 +39,6 @@ class CgroupSet:
         self.dirs: list[str] = dirs if dirs is not None else []
         self.procs_files: list[str] = procs_files if procs_files is not None else []
         self.warnings: list[str] = warnings if warnings is not None else []
-        # this process's own cgroup.procs in a v1 hierarchy the run joins (for prime())
-        self.own_procs: str | None = None
 
     def cleanup(self) -> None:
         for d in reversed(self.dirs):
@@ -178,8 +176,6 @@ def create(res: Resources, tag: str) -> CgroupSet:
                 os.mkdir(d)
                 out.dirs.append(d)
                 out.procs_files.append(os.path.join(d, "cgroup.procs"))
-                if h.version == 1 and out.own_procs is None:
-                    out.own_procs = os.path.join(parent, "cgroup.procs")
             limits = _v1_limits(ctrl, res) if h.version == 1 else _v2_limits(ctrl, res)
             for fname, value in limits:
                 try:
@@ -195,29 +191,6 @@ def create(res: Resources, tag: str) -> CgroupSet:
             "sandboxctl: warning: resource limits not applied: " + "; ".join(problems)
             + (" — run as root or delegate a cgroup to this user" if os.geteuid() != 0 else ""))
     return out
-
-
-def prime(cgs: CgroupSet) -> None:
-    """Start the kernel's wait that a join would otherwise pay, without moving anything.
-
-    Moving a task between cgroups takes cgroup_threadgroup_rwsem for writing, and the
-    first writer after a quiet period waits for an RCU grace period (rcu_sync_enter:
-    ~10-15 ms here, measured with a bare write() of a pid to a v1 memory group's
-    cgroup.procs). A writer that comes while that wait is under way, or within about
-    one grace period after it, does not wait again (0.03-0.1 ms measured). So the
-    launcher calls this at the start, from the thread that will join init: it writes
-    this process's pid to the cgroup.procs of the cgroup it is already in (a migration
-    to the same group, which changes nothing), and init's join later finds the wait
-    done or under way. The semaphore is global (one for every hierarchy); forks and
-    exits elsewhere wait only for the instant the no-op holds it, as for any join.
-    Best effort: any failure (no permission, read-only cgroupfs) is ignored; the join
-    then pays the wait as before."""
-    if cgs.own_procs is None:
-        return
-    try:
-        _write(cgs.own_procs, str(os.getpid()))
-    except OSError:
-        pass
 
 
 def join_pid(cgs: CgroupSet, pid: int) -> list[str]:

@@ -178,8 +178,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
             supervisor_gone(signal.SIGTERM, None)
         # Init into the run's cgroups while it builds the root; it waits for "g" before it
         # starts anything. Through descriptors the supervisor opened (the kernel checks a
-        # cgroup.procs write against the opener's credentials), with the supervisor's
-        # cgroup.prime() under way: the join's grace-period wait is mostly over by now.
+        # cgroup.procs write against the opener's credentials).
         problems = []
         for fd, name in zip(s.cg_fds, s.cg_names):
             try:
@@ -404,17 +403,6 @@ def _warm_imports(plan: Plan) -> None:
     warm()
 
 
-def _start_primer(cg: Any) -> Any:
-    """A thread that primes the kernel's wait of a cgroup join (cgroup.prime) while the
-    supervisor forks the keeper and imports; the keeper then joins init quickly."""
-    import threading
-
-    t = threading.Thread(target=cgroup.prime, args=(cg,), name="sandboxctl-cgroup-prime",
-                         daemon=True)
-    t.start()
-    return t
-
-
 def _decode(status: int) -> tuple[int, int | None]:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -524,10 +512,9 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         cg_w=cg_w, go_r=go_r, go_w=go_w, cg_fds=cg_fds, cg_names=cg_names,
         cgroup_dirs=tuple(cg.dirs),
         filter_bpf=filter_bpf if plan.launch.platform != "ptrace" else None)
-    # Joining a cgroup v1 memory controller waits ~10-15 ms in the kernel: a thread
-    # primes that wait now (cgroup.prime; the GIL is released meanwhile), and the keeper
-    # joins init as soon as it has forked it.
-    primer = _start_primer(cg)
+    # Joining a cgroup v1 memory controller waits ~10-20 ms in the kernel (an RCU grace
+    # period): the keeper joins init as soon as it has forked it, while init builds the
+    # root, in a process of its own (no GIL to share with this one's imports).
     keeper = fork_flushed()
     if keeper == 0:
         try:
@@ -623,7 +610,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     os.close(cg_r)
     if chunks:
         print(b"".join(chunks).decode(errors="replace"), file=sys.stderr)
-    primer.join(0)  # (it ends by itself; nothing waits for it)
 
     # 1. set-up: an error, or the program's report (listener fd number + host pid)
     error: SandboxctlError | None = None
