@@ -1,9 +1,10 @@
 """Resource limits through cgroups, on cgroup v1 controllers, cgroup v2, or both (hybrid).
 
 The supervisor creates one directory per controller it can use, below its own cgroup,
-named `sandboxctl-<supervisor pid>-<n>`, and moves the sandbox's init into them while the
-init builds the root; the init waits for that before it unshares its cgroup namespace
-and starts the program. A limit that cannot be applied is one warning line, never a
+named `sandboxctl-<supervisor pid>-<n>`, and opens their cgroup.procs files; the keeper
+moves the sandbox's init into them through those descriptors while init builds the
+root; init waits for that before it unshares its cgroup namespace and starts the
+program. A limit that cannot be applied is one warning line, never a
 silent no-op. Directories are removed after the run; ones left by a supervisor that was
 killed are swept at the next start.
 """
