@@ -128,6 +128,9 @@ class PendingGofer:
             handle.kill()
             handle.wait()
             self.sock.close()
+            for fd in self.targets:
+                os.close(fd)
+            self.targets = []
             why = msg.decode(errors="replace") or self.error or "it died"
             raise SandboxError(f"the Gofer could not start: {why}",
                                hint="check that the sandbox process is alive and that this "
