@@ -192,3 +192,17 @@ print(" ".join(sorted(sys.modules)))
     assert "sandboxctl.sentry.supervisor" in loaded and "pyseccomp" in loaded  # it ran
     heavy = {m for m in loaded for bad in _NOT_ON_APPLY_PATH if m == bad or m.startswith(bad + ".")}
     assert not heavy, f"imported on apply's start-up path: {sorted(heavy)}"
+
+
+def test_entry_script_refuses_an_interpreter_path_with_a_space(tmp_path: Path) -> None:
+    """A #! line cannot carry a path with a space and an argument: one clear sentence,
+    and nothing written."""
+    import pytest
+
+    from sandboxctl.cli.entry import install
+
+    target = tmp_path / "sandboxctl"
+    with pytest.raises(SystemExit) as e:
+        install(str(target), python="/opt/my venv/bin/python3")
+    assert "has a space" in str(e.value) and "console script" in str(e.value)
+    assert not target.exists()
