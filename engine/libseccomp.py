@@ -22,7 +22,7 @@ from types import ModuleType
 _SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
-def _find_library(name: str) -> str | None:
+def _by_soname(name: str) -> str | None:
     soname = _SONAMES.get(name)
     if soname is not None:
         try:
@@ -30,20 +30,7 @@ def _find_library(name: str) -> str | None:
             return soname
         except OSError:
             pass
-    import importlib
-
-    real = sys.modules.get("ctypes.util")
-    if real is None or real.__dict__.get("_sandboxctl_stand_in"):
-        # the real module, imported for this one question; the stand-in stays in place
-        # until load() removes it
-        saved = sys.modules.pop("ctypes.util", None)
-        try:
-            real = importlib.import_module("ctypes.util")
-        finally:
-            if saved is not None:
-                sys.modules["ctypes.util"] = saved
-                ctypes.util = saved  # type: ignore[attr-defined]
-    return real.find_library(name)
+    return None
 
 
 def load() -> ModuleType:
@@ -51,27 +38,38 @@ def load() -> ModuleType:
     mod = sys.modules.get("pyseccomp")
     if mod is not None:
         return mod
-    real = sys.modules.get("ctypes.util")
-    if real is not None:  # already imported by someone: only its find_library is swapped
-        saved = real.find_library
-        real.find_library = _find_library
-        try:
-            import pyseccomp
-        finally:
-            real.find_library = saved
-        return pyseccomp
+    saved = sys.modules.get("ctypes.util")  # the real module, if someone imported it
+
+    def find_library(name: str) -> str | None:
+        found = _by_soname(name)
+        if found is not None:
+            return found
+        real = saved
+        if real is None:  # a system where the sonames do not load: the real one, now
+            del sys.modules["ctypes.util"]
+            import importlib
+
+            real = importlib.import_module("ctypes.util")
+        return real.find_library(name)
+
     stand_in = ModuleType("ctypes.util")
-    stand_in.find_library = _find_library  # type: ignore[attr-defined]
+    stand_in.find_library = find_library  # type: ignore[attr-defined]
     stand_in._sandboxctl_stand_in = True  # type: ignore[attr-defined]
     sys.modules["ctypes.util"] = stand_in
     ctypes.util = stand_in  # type: ignore[attr-defined]
     try:
         import pyseccomp
     finally:
-        if sys.modules.get("ctypes.util") is stand_in:
-            del sys.modules["ctypes.util"]
+        if sys.modules.get("ctypes.util") is stand_in:  # (not replaced by the real one)
+            if saved is not None:
+                sys.modules["ctypes.util"] = saved
+            else:
+                del sys.modules["ctypes.util"]
         if getattr(ctypes, "util", None) is stand_in:
-            del ctypes.util  # type: ignore[attr-defined]
+            if saved is not None:
+                ctypes.util = saved  # type: ignore[attr-defined]
+            else:
+                del ctypes.util  # type: ignore[attr-defined]
     return pyseccomp
 
 

@@ -136,56 +136,54 @@ def test_python_script_allow_list_runs_python():
     assert "Operation not permitted" in out.stderr
 
 
+def _python(code: str):
+    """`code` in a fresh interpreter (pyseccomp not imported yet)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def _python_ok(code: str) -> None:
+    r = _python(code + "print('ok')\n")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
 def test_pyseccomp_loads_without_running_ldconfig():
     """engine.libseccomp.load(): pyseccomp finds libc and libseccomp by soname, without
     the two `ldconfig -p` subprocesses of ctypes.util.find_library (start-up time; and a
     process started after the keeper's unshare would become the pid namespace's init)."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import subprocess\n"
-        "def refuse(*a, **k):\n"
-        "    raise AssertionError('a subprocess was started: ' + repr(a[:1]))\n"
-        "subprocess.Popen = refuse\n"
-        "from sandboxctl.engine.libseccomp import load\n"
-        "sc = load()\n"
-        "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
-        "import pyseccomp\n"
-        "assert pyseccomp is sc\n"
-        "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    refuse = ("import subprocess\n"
+              "def refuse(*a, **k):\n"
+              "    raise AssertionError('a subprocess was started: ' + repr(a[:1]))\n"
+              "subprocess.Popen = refuse\n")
+    _python_ok(refuse + "from sandboxctl.engine.libseccomp import load\nsc = load()\n"
+               "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
+               "import pyseccomp\nassert pyseccomp is sc\n")
     # the plain import does start one (so the probe above can fail)
-    plain = probe.replace("from sandboxctl.engine.libseccomp import load\nsc = load()\n",
-                          "import pyseccomp as sc\n")
-    r = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+    r = _python(refuse + "import pyseccomp\n")
     assert r.returncode != 0 and "a subprocess was started" in r.stderr
 
 
 def test_pyseccomp_loads_without_importing_ctypes_util():
     """load() gives pyseccomp a stand-in ctypes.util (importing the real one costs ~5-9 ms
     of start-up) and removes it after: a later `import ctypes.util` is the real module.
-    With the real module already imported, load() still works and leaves it as it was."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import sys, ctypes\n"
-        "from sandboxctl.engine.libseccomp import load\n"
-        "sc = load()\n"
-        "assert 'ctypes.util' not in sys.modules, 'ctypes.util was imported'\n"
-        "assert not hasattr(ctypes, 'util')\n"
-        "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
-        "import ctypes.util\n"
-        "assert ctypes.util.find_library('m') is not None\n"
-        "assert not hasattr(ctypes.util, '_sandboxctl_stand_in')\n"
-        "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
-    first = ("import ctypes.util\nreal = ctypes.util.find_library\n"
-             "from sandboxctl.engine.libseccomp import load\nsc = load()\n"
-             "assert ctypes.util.find_library is real\n"
-             "assert sc.SyscallFilter(sc.ALLOW) is not None\nprint('ok')\n")
-    r = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    With the real module already imported, load() leaves it as it was. Where the sonames
+    do not load, the real find_library answers (with ctypes.util imported or not)."""
+    _python_ok("import sys, ctypes\n"
+               "from sandboxctl.engine.libseccomp import load\nsc = load()\n"
+               "assert 'ctypes.util' not in sys.modules, 'ctypes.util was imported'\n"
+               "assert not hasattr(ctypes, 'util')\n"
+               "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
+               "import ctypes.util\n"
+               "assert ctypes.util.find_library('m') is not None\n"
+               "assert not hasattr(ctypes.util, '_sandboxctl_stand_in')\n")
+    _python_ok("import sys, ctypes.util\nreal = sys.modules['ctypes.util']\n"
+               "from sandboxctl.engine.libseccomp import load\nsc = load()\n"
+               "assert sys.modules['ctypes.util'] is real and ctypes.util is real\n"
+               "assert sc.SyscallFilter(sc.ALLOW) is not None\n")
+    for pre in ("", "import ctypes.util\n"):
+        _python_ok(pre + "import sys, ctypes\nimport sandboxctl.engine.libseccomp as L\n"
+                   "L._SONAMES['seccomp'] = 'libseccomp-none.so.9'\nsc = L.load()\n"
+                   "assert sc.SyscallFilter(sc.ALLOW) is not None\n"
+                   "assert not getattr(sys.modules['ctypes.util'], '_sandboxctl_stand_in', False)\n")
