@@ -8,48 +8,25 @@ Unknown calls print their arguments in hex.
 from __future__ import annotations
 
 import errno as _errno
-import functools
 from .call import Memory
 
 # -- syscall names --------------------------------------------------------------------
 
-@functools.cache
-def syscall_names() -> tuple[str, ...]:
-    """x86_64 syscall names indexed by number (libseccomp's table, read once)."""
-    import pyseccomp as sc
-
-    arch = sc.Arch.X86_64
-    names = []
-    for nr in range(512):
-        try:
-            raw = sc.resolve_syscall(arch, nr)
-            names.append(raw.decode() if raw else f"syscall_{nr}")
-        except (OSError, ValueError, TypeError):
-            names.append(f"syscall_{nr}")
-    return tuple(names)
-
-
-_NAMES: dict[int, str] = {}  # syscall_name's, one number at a time
-
-
 def syscall_name(nr: int) -> str:
-    """The name of one x86_64 syscall number. Looked up per number and kept (libseccomp's
-    table is in memory: no system call), so the Sentry never builds the whole table
-    (512 lookups, ~2 ms) on the way to its first served call."""
-    name = _NAMES.get(nr)
-    if name is None:
-        name = f"syscall_{nr}"
-        if 0 <= nr < 512:
-            import pyseccomp as sc
+    """The name of one x86_64 syscall number, from libseccomp's table (in memory: no
+    system call); `syscall_<nr>` for a number it does not know. One lookup, not the whole
+    table (engine.syscalls builds that, 600 lookups, ~2 ms: not on the Sentry's way to
+    its first served call); the Dispatcher keeps the names it has seen."""
+    if 0 <= nr < 512:
+        import pyseccomp as sc
 
-            try:
-                raw = sc.resolve_syscall(sc.Arch.X86_64, nr)
-                if raw:
-                    name = raw.decode()
-            except (OSError, ValueError, TypeError):
-                pass
-        _NAMES[nr] = name
-    return name
+        try:
+            raw = sc.resolve_syscall(sc.Arch.X86_64, nr)
+            if raw:
+                return raw.decode()
+        except (OSError, ValueError, TypeError):
+            pass
+    return f"syscall_{nr}"
 
 
 def errno_name(e: int) -> str:
@@ -229,5 +206,5 @@ def decode(name: str, args: tuple[int, ...] | list[int], mem: Memory | None = No
     return f"{name}({', '.join(parts)})"
 
 
-__all__ = ["decode", "syscall_name", "syscall_names", "errno_name", "open_flags", "flags",
+__all__ = ["decode", "syscall_name", "errno_name", "open_flags", "flags",
            "CLONE_FLAGS", "MOUNT_FLAGS", "OPEN_FLAGS", "AF", "SOCK_TYPES"]

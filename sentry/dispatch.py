@@ -58,6 +58,12 @@ class Dispatcher:
         self.table = load_table() if table is None else table
         self._handlers: dict[str, tuple[Handler, bool, bool]] = {}
         self.slots: list[Slot | None] = [None] * NR_MAX
+        # the names of the calls, by number: the Plan's rules name every trapped one; the
+        # others (a trapping default) are looked up once, by call_name
+        self.names: list[str | None] = [None] * NR_MAX
+        for r in self.plan.seccomp.rules:
+            if 0 <= r.nr < NR_MAX:
+                self.names[r.nr] = r.name
         self.default_slot = self._slot_for_rule(self.plan.seccomp.default, "")
         for nr in self.plan.trapped_numbers():
             if 0 <= nr < NR_MAX:
@@ -99,7 +105,12 @@ class Dispatcher:
         return s if s is not None else self.default_slot
 
     def call_name(self, nr: int) -> str:
-        return syscall_name(nr)
+        if not 0 <= nr < NR_MAX:
+            return syscall_name(nr)
+        name = self.names[nr]
+        if name is None:
+            name = self.names[nr] = syscall_name(nr)
+        return name
 
     def dispatch(self, call: Call, mem: Memory, slot: Slot | None = None) -> Decision:
         slot = slot or self.slot(call.nr)

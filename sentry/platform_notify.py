@@ -24,7 +24,6 @@ import time
 from typing import Callable
 
 from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Return
-from .decode import _NAMES, syscall_name
 from .dispatch import Dispatcher
 from .dispatch_util import Deferred
 
@@ -461,7 +460,8 @@ class NotifyLoop:
         pbuf = ctypes.addressof(buf)
         RECV = self.RECV
         disp = self.dispatcher
-        names = _NAMES  # filled per number (decode.syscall_name), not built in one go
+        names = disp.names  # by number, from the Plan's rules (call_name: the others)
+        nnames = len(names)
         unpack = _NOTIF.unpack_from  # one call instead of ten ctypes field reads
         log = self.log
         threads = self.threads
@@ -479,7 +479,7 @@ class NotifyLoop:
                     raise OSError(e, f"SECCOMP_IOCTL_NOTIF_RECV: {os.strerror(e)}")
                 nid, pid, _flags, nr, _arch, _ip, *args = unpack(buf)
                 call = Call(pid, nr, tuple(args),  # type: ignore[arg-type]
-                            names.get(nr) or syscall_name(nr))
+                            (names[nr] if 0 <= nr < nnames else None) or disp.call_name(nr))
                 slot = disp.slot(nr)
                 self.served += 1
                 if log is not None:
