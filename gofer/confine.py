@@ -121,10 +121,8 @@ def build_filter():
     return flt
 
 
-def load_filter(flt=None) -> None:
-    """no_new_privs, then load `flt` (default: build_filter() now)."""
-    if flt is None:
-        flt = build_filter()
+def load_filter(flt) -> None:
+    """no_new_privs, then load `flt` (build_filter's, built before the Gofer's fork)."""
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     flt.load()
 

@@ -4,24 +4,24 @@
 
 Call it once the sandboxed child has built its root (after pivot_root), before the
 program runs. Or in two steps, as the launcher does: `early = spawn_gofer_early(plan)`
-while the sandbox is still being built (the fork and steps 1, 2 and 4 happen then, off
-the path to the program's first file call), and `early.attach(child_pid)` once the
-child has reported; it returns a PendingGofer (ready() waits for "ready"). The Gofer
-forks from the caller and then, in order:
+while the sandbox is still being built (the fork and steps 1-3 happen then, off the path
+to the program's first file call), and `early.attach(child_pid)` while the child still
+waits for its first call to be served; it returns a PendingGofer (ready() waits for
+"ready"). The caller builds the Gofer's seccomp filter (gofer/confine.py) and forks it;
+the Gofer then, in order:
 
 1. PR_SET_PDEATHSIG(SIGKILL): it dies with the launcher;
 2. opens its own /proc/<pid>/fd directory (host procfs) as an O_PATH descriptor: readlink
    there gives the canonical sandbox path of a descriptor, openat reopens an O_PATH one;
-   builds (does not load) its seccomp filter;
-3. (waits for the child's pid) setns() into the child's user namespace, then its mount
-   namespace, chdir("/") and chroot(".") (as nsenter does): it sees exactly the sandbox's
-   tree, but it is not in the sandbox's pid namespace and the program cannot signal or
-   trace it;
-4. closes every descriptor but the socket, its fd directory and its two pipes (before
-   step 3);
+3. closes every descriptor but the socket, its fd directory, the ready pipe and the
+   socket the child's namespaces come on;
+4. receives the child's user and mount namespaces as descriptors (opened by attach),
+   setns() into them, chdir("/") and chroot(".") (as nsenter does): it sees exactly the
+   sandbox's tree, but it is not in the sandbox's pid namespace and the program cannot
+   signal or trace it;
 5. becomes the program's uid/gid with the program's capabilities (so the kernel answers
    permission questions as it would for the program), sets no_new_privs and loads its
-   seccomp filter (gofer/confine.py);
+   seccomp filter;
 6. says "ready" on a pipe and serves until the Sentry closes the socket.
 
 If the Gofer dies the launcher must kill the sandbox (the Sentry also kills the calling
@@ -34,13 +34,13 @@ import os
 import select
 import signal
 import socket
-import struct
 import threading
 from typing import Any
 
 from ..engine.errors import SandboxError
 from ..engine.plan import Plan, SyntheticFile
 from ..sentry.forking import fork_flushed
+from ..sentry.launch.signals import reset_in_child
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -167,7 +167,7 @@ class EarlyGofer:
         return self.go.fileno() >= 0
 
     def attach(self, child_pid: int) -> PendingGofer:
-        """Send the child's pid: the Gofer joins its namespaces and gets ready."""
+        """Point the Gofer at the child: it joins its namespaces and gets ready."""
         # Everything about the child is read here, while it still waits to be served (call
         # this before its first call is answered): once the program runs, its /proc
         # entries may no longer be open to this user (an unreadable binary makes it
@@ -179,7 +179,7 @@ class EarlyGofer:
             targets = _watch_targets(child_pid)
             for kind in ("user", "mnt"):
                 fds.append(os.open(f"/proc/{child_pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
-            socket.send_fds(self.go, [struct.pack("i", child_pid)], fds)
+            socket.send_fds(self.go, [b"ns"], fds)
         except OSError as exc:  # the child or the Gofer is gone; ready() says so
             error = f"cannot reach the sandbox process {child_pid} ({exc.strerror or exc})"
         finally:
@@ -191,24 +191,12 @@ class EarlyGofer:
         return pending
 
     def cancel(self) -> None:
-        """No sandbox to serve: the Gofer reads EOF and ends; it is reaped."""
+        """No sandbox to serve: end the Gofer (it has nothing of a sandbox yet) and reap it."""
         self.go.close()
         if self.ready_r >= 0:
             os.close(self.ready_r)
             self.ready_r = -1
-        handle = GoferHandle(self.pid)
-        handle._closing = True
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except OSError:
-            pidfd = -1
-        try:
-            if pidfd < 0 or not select.select([pidfd], [], [], 2)[0]:
-                handle.kill()
-        finally:
-            if pidfd >= 0:
-                os.close(pidfd)
-        handle.wait()
+        GoferHandle(self.pid).close()
 
 
 def spawn_gofer_early(plan: Plan,
@@ -226,7 +214,7 @@ def spawn_gofer_early(plan: Plan,
     if pid == 0:
         code = 1
         try:
-            _reset_signal_relay()
+            reset_in_child()  # (the Gofer then ignores the terminal's signals itself)
             sentry_end.close()
             os.close(ready_r)
             go.close()
@@ -243,20 +231,6 @@ def spawn_gofer_early(plan: Plan,
     os.close(ready_w)
     gofer_go.close()
     return EarlyGofer(pid, sentry_end, ready_r, go)
-
-
-def _reset_signal_relay() -> None:
-    """The supervisor may have its signal relay installed when it forks the Gofer (its
-    wakeup fd and handlers: launch/signals.py). Not the Gofer's: a signal sent to the
-    Gofer must not reach the program through the supervisor's pipe."""
-    from ..sentry.launch.signals import FORWARDED
-
-    try:
-        signal.set_wakeup_fd(-1)
-    except ValueError:
-        pass
-    for sig in FORWARDED:
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def _watch_targets(child_pid: int) -> list[int]:
@@ -319,7 +293,7 @@ def _same_ns(a: str, b: str) -> bool:
 
 
 def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, ready_w: int,
-                flt: Any = None) -> None:
+                flt: Any) -> None:
     from . import confine
     from . import sys as gsys
     from .server import FileServer
@@ -329,25 +303,17 @@ def _gofer_main(plan: Plan, policy, go: socket.socket, sock: socket.socket, read
                 signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     keep_caps = confine.cap_mask(tuple(plan.launch.capabilities))
-    # the child's namespaces come as descriptors (EarlyGofer.attach); if they came with
-    # the fork (spawn_gofer), they are taken now, before the rest of the set-up
-    ns: tuple[int, int] | None = None
-    if select.select([go], [], [], 0)[0]:
-        ns = _receive_ns(go)
-    if flt is None:
-        flt = confine.build_filter()  # (pyseccomp: before the chroot, the tree may lack it)
     fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    keep = {sock.fileno(), fd_dir, ready_w, go.fileno(), *(ns or ())}
+    keep = {sock.fileno(), fd_dir, ready_w, go.fileno()}
     for fd in _fds(fd_dir):  # stdio too: nothing of the launcher's stays open here
         if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass
-    if ns is None:
-        ns = _receive_ns(go)
+    # the child's namespaces, as descriptors the launcher opened (EarlyGofer.attach)
+    ufd, mfd = _receive_ns(go)
     go.close()
-    ufd, mfd = ns
     mine = os.stat("/proc/self/ns/user")
     theirs = os.fstat(ufd)
     if (theirs.st_dev, theirs.st_ino) != (mine.st_dev, mine.st_ino):
