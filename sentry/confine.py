@@ -103,19 +103,14 @@ def build_sentry_filter(listener_ioctls: tuple[int, ...]):
     return flt
 
 
-def load_sentry_filter(listener_ioctls: tuple[int, ...], flt=None) -> None:
-    """Load the Sentry's filter (`flt`, or build_sentry_filter's now). Threads started
-    before this call get the filter too (TSYNC)."""
-    if flt is None:
-        flt = build_sentry_filter(listener_ioctls)
+def confine(flt) -> None:
+    """No capability, no_new_privs, then the Sentry's filter (`flt`: build_sentry_filter's,
+    built before the Sentry's fork). Threads started before this get the filter too
+    (TSYNC)."""
+    drop_capabilities()
+    no_new_privs()
     flt.load()
 
 
-def confine(listener_ioctls: tuple[int, ...], flt=None) -> None:
-    drop_capabilities()
-    no_new_privs()
-    load_sentry_filter(listener_ioctls, flt)
-
-
 __all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "build_sentry_filter", "drop_capabilities",
-           "no_new_privs", "load_sentry_filter"]
+           "no_new_privs"]

@@ -225,6 +225,17 @@ class ProcessMemory:
 # -- the loop ---------------------------------------------------------------------------
 
 
+# SECCOMP_IOCTL_NOTIF_SET_FLAGS (Linux 6.6: sync wake-up; refused harmlessly before)
+SET_FLAGS = _iow(4, 8)
+
+
+def listener_ioctls(sizes: NotifSizes) -> tuple[int, ...]:
+    """The ioctl requests the Sentry makes on its listener (its filter allows only these):
+    RECV, SEND, ID_VALID, ADDFD, SET_FLAGS."""
+    return (_iowr(0, sizes.seccomp_notif), _iowr(1, sizes.seccomp_notif_resp), _iow(2, 8),
+            _iow(3, ctypes.sizeof(NotifAddfd)), SET_FLAGS)
+
+
 class Responder:
     """Sends decisions on the listener; one per thread (its own preallocated structs)."""
 
@@ -237,9 +248,7 @@ class Responder:
         self.p_resp = ctypes.addressof(self.resp_buf)
         self.p_addfd = ctypes.addressof(self.addfd)
         self.p_id = ctypes.addressof(self.idbuf)
-        self.SEND = _iowr(1, sizes.seccomp_notif_resp)
-        self.ID_VALID = _iow(2, 8)
-        self.ADDFD = _iow(3, ctypes.sizeof(NotifAddfd))
+        _, self.SEND, self.ID_VALID, self.ADDFD, _ = listener_ioctls(sizes)
 
     def id_valid(self, nid: int) -> bool:
         self.idbuf.value = nid
@@ -288,17 +297,6 @@ class Responder:
             raise TypeError(f"handler returned {d!r}, not a Decision")
 
 
-# SECCOMP_IOCTL_NOTIF_SET_FLAGS (Linux 6.6: sync wake-up; refused harmlessly before)
-SET_FLAGS = _iow(4, 8)
-
-
-def listener_ioctls(sizes: NotifSizes) -> tuple[int, ...]:
-    """The ioctl requests the Sentry makes on its listener (its filter allows only these):
-    RECV, SEND, ID_VALID, ADDFD, SET_FLAGS."""
-    return (_iowr(0, sizes.seccomp_notif), _iowr(1, sizes.seccomp_notif_resp), _iow(2, 8),
-            _iow(3, ctypes.sizeof(NotifAddfd)), SET_FLAGS)
-
-
 class NotifyLoop:
     """Serve listener `fd` until every sandboxed task is gone (POLLHUP)."""
 
@@ -321,7 +319,7 @@ class NotifyLoop:
         size = max(self.sizes.seccomp_notif, ctypes.sizeof(Notif))
         self.notif_buf = ctypes.create_string_buffer(size)
         self.notif = Notif.from_buffer(self.notif_buf)
-        self.RECV = _iowr(0, self.sizes.seccomp_notif)
+        self.RECV = listener_ioctls(self.sizes)[0]
         self.responder = Responder(fd, self.sizes)
         self.sync_wakeup = self._set_sync_wakeup() if fd >= 0 else False
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)

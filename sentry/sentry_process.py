@@ -60,13 +60,10 @@ def _reset_signals() -> None:
     wakeup fd, a blocked mask) is not the Sentry's: default dispositions, no wakeup fd, an
     empty mask (SIGUSR1 ends the notify loop's RECV), and the terminal's signals ignored
     (they are the program's)."""
-    from .launch.signals import FORWARDED
+    from .launch.signals import reset_in_child
 
-    signal.set_wakeup_fd(-1)
-    for sig in (*FORWARDED, signal.SIGWINCH, signal.SIGCHLD, signal.SIGCONT, signal.SIGALRM):
-        signal.signal(sig, signal.SIG_DFL)
+    reset_in_child()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in TERMINAL_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 

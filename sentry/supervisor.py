@@ -300,8 +300,8 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
     try:
         handle = fork_sentry(run, None,
                              lambda: _sentry_main(plan, sentry_ctl, run, gofer_sock, debug,
-                                                  strace=strace, strace_syscalls=strace_syscalls,
-                                                  flt=flt),
+                                                  sizes, flt, strace=strace,
+                                                  strace_syscalls=strace_syscalls),
                              parent_closes=(sentry_ctl.fileno(),))
     except BaseException:
         ctl.close()
@@ -315,10 +315,11 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
 
 
 def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: bool,
-                 strace: str | None = None, strace_syscalls: frozenset[str] | None = None,
-                 flt: Any = None) -> int:
-    """Set up, confine, wait for the listener on `ctl` (EOF: the sandbox never reported;
-    exit quietly), serve."""
+                 sizes: Any, flt: Any, strace: str | None = None,
+                 strace_syscalls: frozenset[str] | None = None) -> int:
+    """Set up, confine (with `flt`, built by the launcher for the kernel's notification
+    `sizes`), wait for the listener on `ctl` (EOF: the sandbox never reported; exit
+    quietly), serve."""
     import socket
 
     from .sentry_process import SentryOutput, isolate_fds, open_output, report_failure
@@ -330,7 +331,7 @@ def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: b
         from .call import SentryContext
         from .confine import confine
         from .dispatch import Dispatcher
-        from .platform_notify import NotifyLoop, listener_ioctls, notif_sizes
+        from .platform_notify import NotifyLoop
 
         isolate_fds(gofer_sock, ctl.fileno())
         out = open_output(run, debug)
@@ -348,13 +349,12 @@ def _sentry_main(plan: Plan, ctl: Any, run: RunRecord, gofer_sock: Any, debug: b
             dispatcher = StracingDispatcher(dispatcher, open_strace(strace, run.path,
                                                                     strace_syscalls))
         blocking = any(s is not None and s.may_block for s in dispatcher.slots)
-        sizes = notif_sizes()
         # One worker to start with (more are started while every one is busy): starting
         # four cost ~3 ms of the Sentry's set-up, on the path to the first served call.
         loop = NotifyLoop(-1, dispatcher, workers=1 if blocking else 0, flush=flush,
                           on_kill=on_kill, log=log, sizes=sizes)
         loop.start_workers()
-        confine(listener_ioctls(sizes), flt)
+        confine(flt)
         # the listener and the program's pidfd (SCM_RIGHTS); nothing: no sandbox to serve
         _, fds, _, _ = socket.recv_fds(ctl, 16, 2)
         ctl.close()
