@@ -106,6 +106,11 @@ def _val(root: Node, *path: str, default: Any = None) -> Any:
     return default if n is None or n.value is None else n.value
 
 
+def _root_cache(root: Node) -> str:
+    """filesystem.root.cache: `exclusive` (the default) or `shared`."""
+    return str(_val(root, "filesystem", "root", "cache", default=RootConfig().cache))
+
+
 def _loc_of(root: Node, *paths: tuple[str, ...]) -> Source:
     for p in paths:
         n = root.at(*p)
@@ -210,7 +215,7 @@ def seccomp_rules(root: Node, audit: AuditConfig) -> tuple[DefaultAction, tuple[
     deciding = deciding_entries(collect_entries(root))
     mediation = str(_val(root, "filesystem", "mediation", default="gofer"))
     mediated = set(expand("gofer-mediated")) if mediation == "gofer" else set()
-    cache = str(_val(root, "filesystem", "root", "cache", default=RootConfig().cache))
+    cache = _root_cache(root)
     observed = (set(expand("gofer-observed")) - mediated
                 if mediation == "gofer" and cache == "exclusive" else set())
 
@@ -387,7 +392,7 @@ def _gofer(root: Node, base_of: dict[str, Path], synthetic: tuple[SyntheticFile,
         upper_dir=(_host_path(str(_val(root, "filesystem", "root", "upper_dir")), base(r))
                    if r is not None and _val(root, "filesystem", "root", "upper_dir") else None),
         keep_upper=bool(_val(root, "filesystem", "root", "keep_upper", default=False)),
-        cache=str(_val(root, "filesystem", "root", "cache", default=rd.cache)),  # type: ignore[arg-type]
+        cache=_root_cache(root),  # type: ignore[arg-type]
         source_loc=_src(r.source_loc()) if r is not None else None,
     )
     mounts = []

@@ -299,8 +299,9 @@ class FileServer:
             return Reply(E.EINVAL), -1
 
     @staticmethod
-    def _ok(data: bytes = b"", path: str = "", fd: int = -1) -> tuple[Reply, int]:
-        return Reply(0, RULE_NONE, -1, data, path.encode("utf-8", "surrogateescape")), fd
+    def _ok(data: bytes = b"", path: str = "", fd: int = -1, flags: int = 0) -> tuple[Reply, int]:
+        return Reply(0, RULE_NONE, -1, data, path.encode("utf-8", "surrogateescape"), -1,
+                     flags), fd
 
     @staticmethod
     def _fail(exc: OSError, path: str) -> Refused:
@@ -390,8 +391,7 @@ class FileServer:
                 data = gsys.fstatat_raw(fd, b"", gsys.AT_EMPTY_PATH)
         finally:
             os.close(fd)
-        return Reply(0, RULE_NONE, -1, data, tpath.encode("utf-8", "surrogateescape"), -1,
-                     flags), -1
+        return self._ok(data, tpath, flags=flags)
 
     def op_access(self, req: Request, fds: list[int]) -> tuple[Reply, int]:
         path = self.request_path(req, req.handle, req.name, fds)

@@ -247,13 +247,14 @@ def _where(st: FsState, call: Call, dirfd: int, name: bytes, w: _Where | None = 
 
 def _ask(ctx: SentryContext, st: FsState, call: Call, req: Request, fds: list[int]) -> Reply:
     t = st.task(call.pid, _names_caller(req.name))
+    req = Request(*req[:8], t.nspid, t.nstid, req.a)
     op = req.op
     if not st.cache_on or op in _READ_OPS or (op == Op.OPEN and not req.flags & _WRITE_OPEN):
-        return st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
+        return st.client.call(req, fds)
     # a change: drop the attribute cache before and after (module docstring)
     st.drop_cache()
     try:
-        rep = st.client.call(Request(*req[:8], t.nspid, t.nstid, req.a), fds)
+        rep = st.client.call(req, fds)
         if op == Op.OPEN and rep.fd >= 0:
             s = os.fstat(rep.fd)  # opened for writing: never cached again
             st.mark_volatile(s.st_dev, s.st_ino)

@@ -192,19 +192,3 @@ def create(res: Resources, tag: str) -> CgroupSet:
             "sandboxctl: warning: resource limits not applied: " + "; ".join(problems)
             + (" — run as root or delegate a cgroup to this user" if os.geteuid() != 0 else ""))
     return out
-
-
-def join_pid(cgs: CgroupSet, pid: int) -> list[str]:
-    """Move process `pid` into the sandbox's cgroups; warnings for the ones it could not
-    join. (The launcher's keeper joins init itself, through descriptors of the same
-    files; this is for other callers.)"""
-    problems = []
-    for p in cgs.procs_files:
-        try:
-            _write(p, str(pid))
-        except OSError as exc:
-            problems.append(f"{os.path.dirname(p)} ({exc.strerror})")
-    if problems:
-        return ["sandboxctl: warning: resource limits not applied: cannot join "
-                + "; ".join(problems)]
-    return []

@@ -95,8 +95,8 @@ class _ChildSetup(NamedTuple):
     cg_w: int  # keeper -> supervisor: why a cgroup could not be joined (EOF: joined)
     go_r: int  # keeper -> init: the cgroups are joined (or could not be)
     go_w: int
-    cg_fds: tuple[int, ...] = ()  # the run's cgroup.procs files, opened by the supervisor
-    cg_names: tuple[str, ...] = ()  # their directories, for the warning
+    cg_procs: tuple[tuple[int, str], ...] = ()  # the run's cgroup.procs (fd, directory),
+    # opened by the supervisor
     cgroup_dirs: tuple[str, ...] = ()  # removed by the keeper if the supervisor is killed
     filter_bpf: bytes | None = None  # the program's filter, ready to load (None: build it)
 
@@ -180,7 +180,7 @@ def _keeper(s: _ChildSetup) -> NoReturn:
         # starts anything. Through descriptors the supervisor opened (the kernel checks a
         # cgroup.procs write against the opener's credentials).
         problems = []
-        for fd, name in zip(s.cg_fds, s.cg_names):
+        for fd, name in s.cg_procs:
             try:
                 os.write(fd, str(pid).encode())
             except OSError as exc:
@@ -214,13 +214,13 @@ def _keeper(s: _ChildSetup) -> NoReturn:
 def _init(s: _ChildSetup) -> NoReturn:
     """pid 1 of the sandbox."""
     try:
-        for fd in (*s.cg_fds, s.go_w, s.cg_w):  # the keeper's, not init's
+        for fd in (*(fd for fd, _ in s.cg_procs), s.go_w, s.cg_w):  # the keeper's, not init's
             os.close(fd)
         sigs.reset_in_child()
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # while the supervisor moves this process into the run's cgroups (a v1 memory
-        # join waits ~10-20 ms for an RCU grace period), and before pivot_root hides the
-        # host's tree
+        # while the keeper moves this process into the run's cgroups (a v1 memory join
+        # waits ~10-20 ms for an RCU grace period), and before pivot_root hides the host's
+        # tree
         _import_child_side(s.plan, s.filter_bpf is not None)
         # (before build_root: after pivot_root this package may not be found)
         from . import caps, uts
@@ -314,7 +314,7 @@ def _program(s: _ChildSetup, slave: int | None) -> NoReturn:
             kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
     except BaseException as exc:
         _fail(s.err_w, exc)
-    from ..seccomp_child import load_and_exec  # already imported by the supervisor
+    from ..seccomp_child import load_and_exec  # (imported by init before pivot_root)
 
     os.close(s.err_w)  # set-up is done: EOF tells the supervisor
     load_and_exec(plan, list(s.argv), dict(plan.launch.env), s.report_w, bpf=s.filter_bpf)
@@ -361,9 +361,9 @@ def _read_error(err_r: int) -> SandboxctlError | None:
 
 
 def _recv_report(sock: socket.socket) -> tuple[int, int] | None:
+    """(listener fd number, the program's host pid), or None if it closed without one."""
     import socket
 
-    """(listener fd number, the program's host pid), or None if it closed without one."""
     data, anc, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
     if not data:
         return None
@@ -490,12 +490,10 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     cg_r, cg_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     # the run's cgroup.procs files, opened here (the keeper joins init through them)
-    cg_fds: tuple[int, ...] = ()
-    cg_names: tuple[str, ...] = ()
+    cg_procs: tuple[tuple[int, str], ...] = ()
     for path in cg.procs_files:
         try:
-            cg_fds += (os.open(path, os.O_WRONLY | os.O_CLOEXEC),)
-            cg_names += (os.path.dirname(path),)
+            cg_procs += ((os.open(path, os.O_WRONLY | os.O_CLOEXEC), os.path.dirname(path)),)
         except OSError as exc:
             print(f"sandboxctl: warning: resource limits not applied: cannot join "
                   f"{os.path.dirname(path)} ({exc.strerror})", file=sys.stderr)
@@ -509,7 +507,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         outer_uid=os.geteuid(), outer_gid=os.getegid(), supervisor=os.getpid(),
         unshare_net=plan.network.mode != "passthrough", err_w=err_w, status_w=status_w,
         report_w=rep_child.fileno(), pty_w=pty_child.fileno() if pty_child else None,
-        cg_w=cg_w, go_r=go_r, go_w=go_w, cg_fds=cg_fds, cg_names=cg_names,
+        cg_w=cg_w, go_r=go_r, go_w=go_w, cg_procs=cg_procs,
         cgroup_dirs=tuple(cg.dirs),
         filter_bpf=filter_bpf if plan.launch.platform != "ptrace" else None)
     # Joining a cgroup v1 memory controller waits ~10-20 ms in the kernel (an RCU grace
@@ -546,7 +544,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     os.close(cg_w)
     os.close(go_r)
     os.close(go_w)
-    for fd in cg_fds:
+    for fd, _ in cg_procs:
         os.close(fd)
     rep_child.close()
     if pty_child is not None:
@@ -573,8 +571,8 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         gc.enable()
     # The Sentry (seccomp-notify) is forked now, while the sandbox still builds itself: it
     # sets itself up and confines itself meanwhile, and is handed the listener once the
-    # program reports it. With a Gofer, it gets its end of the connection now; the Gofer
-    # (which joins the program's namespaces) is forked once the program has reported.
+    # program reports it. With a Gofer, it gets its end of the connection now, and the
+    # Gofer is forked right after it (it joins the program's namespaces once told to).
     use_gofer = plan.gofer.mediation == "gofer" and _module_exists("sandboxctl.gofer.process")
     gofer_conn = None
     early = None
@@ -658,14 +656,15 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         # -- Gofer (issue 4): serves the sandbox's files from inside its namespaces. It
         # sets itself up (~5 ms) while the program starts: a request sent meanwhile waits
         # in the connection; its readiness is checked after.
-        if use_gofer:
-            from ...gofer.process import spawn_gofer  # type: ignore[import-not-found]
         if use_gofer and early is None:  # ptrace: the Sentry is forked with the Gofer's socket
+            from ...gofer.process import spawn_gofer  # type: ignore[import-not-found]
+
             pending_gofer = spawn_gofer(plan, child_pid)
             session.on_close(pending_gofer.close)
         # The program runs as soon as the Sentry serves its execve: from then on a signal
         # to sandboxctl is the program's. So the relay is installed before the Sentry is
-        # handed the listener (the Sentry and the Gofer reset it in their children).
+        # handed the listener (forked before it, the Sentry and the Gofer reset the
+        # signal set-up in their children anyway).
         sp = sigs.install((signal.SIGWINCH,) if use_pty else ())
         session.on_close(sp.close)
         if early_gofer is not None:
