@@ -157,11 +157,13 @@ def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | N
     code = None
     if check_filter:
         from .errors import Diagnostic, ProfileError
-        from .filter import FilterBuildError, build_filter, export_bpf
+        from .filter import FilterBuildError, bpf_of, build_filter
 
         try:
-            build_filter(plan)
-            code = export_bpf(plan, "seccomp-notify")
+            flt = build_filter(plan)  # (the Plan's own platform: it must build)
+            if plan.launch.platform != "seccomp-notify":
+                flt = build_filter(plan, "seccomp-notify")
+            code = bpf_of(flt)
             filter_ok = True
         except FilterBuildError as exc:
             raise ProfileError([Diagnostic(res.file, 1, 1, f"the seccomp filter cannot be built: {exc}")]) from None

@@ -107,7 +107,11 @@ def export_pfc(plan: Plan, platform: Platform | None = None) -> str:
 
 def export_bpf(plan: Plan, platform: Platform | None = None) -> bytes:
     """The filter as raw classic-BPF instructions (struct sock_filter[])."""
-    flt = build_filter(plan, platform)
+    return bpf_of(build_filter(plan, platform))
+
+
+def bpf_of(flt: sc.SyscallFilter) -> bytes:
+    """A built filter's classic-BPF program, as libseccomp would load it."""
     import tempfile
 
     with tempfile.TemporaryFile() as fh:
@@ -150,5 +154,5 @@ def decide(plan: Plan, nr: int, args: tuple[int, ...] | list[int]) -> SyscallRul
     return plan.seccomp.default
 
 
-__all__ = ["build_filter", "export_pfc", "export_bpf", "rule_matches", "decide",
+__all__ = ["build_filter", "export_pfc", "export_bpf", "bpf_of", "rule_matches", "decide",
            "FilterBuildError", "TRACE_DATA", "io"]

@@ -17,6 +17,7 @@ import time
 from typing import NamedTuple
 
 from ...engine.plan import Resources
+from .kernel import mount_table
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PREFIX = "sandboxctl-"
@@ -64,30 +65,23 @@ def rmdir_retry(path: str, dir_fd: int | None = None, timeout: float = 2.0) -> N
 def hierarchies() -> list[Hierarchy]:
     """The cgroup hierarchies this process is in, with the controllers each offers."""
     mounts: dict[str, tuple[int, str, frozenset[str]]] = {}
-    try:
-        with open("/proc/self/mountinfo") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                rfields = right.split()
-                if len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
-                    continue
-                point = fields[4]
-                if rfields[0] == "cgroup2":
-                    ctrls = frozenset()
-                    try:
-                        with open(os.path.join(point, "cgroup.controllers")) as c:
-                            ctrls = frozenset(c.read().split())
-                    except OSError:
-                        pass
-                    mounts["2"] = (2, point, ctrls)
-                else:
-                    opts = set(rfields[2].split(","))
-                    ctrls = frozenset(o for o in opts if o in ("memory", "pids", "cpu"))
-                    for c in ctrls:
-                        mounts.setdefault(c, (1, point, frozenset({c})))
-    except OSError:
+    table = mount_table()
+    if not table:
         return []
+    for point, fstype, options in table:
+        if fstype == "cgroup2":
+            ctrls = frozenset()
+            try:
+                with open(os.path.join(point, "cgroup.controllers")) as c:
+                    ctrls = frozenset(c.read().split())
+            except OSError:
+                pass
+            mounts["2"] = (2, point, ctrls)
+        elif fstype == "cgroup":
+            opts = set(options.split(","))
+            ctrls = frozenset(o for o in opts if o in ("memory", "pids", "cpu"))
+            for c in ctrls:
+                mounts.setdefault(c, (1, point, frozenset({c})))
     mine: dict[str, str] = {}
     with open("/proc/self/cgroup") as fh:
         for line in fh:

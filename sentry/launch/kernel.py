@@ -63,6 +63,29 @@ SYS_pivot_root = 155
 SYS_mount_setattr = 442
 
 
+def mount_table() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, super options) of each mount this process sees,
+    from /proc/self/mountinfo, the mount point's octal escapes (\\040 for a space...)
+    undone; [] when it cannot be read."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if len(fields) < 5 or len(rfields) < 3:
+                    continue
+                point = fields[4]
+                if "\\" in point:
+                    import re
+
+                    point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+                out.append((point, rfields[0], rfields[2]))
+    except OSError:
+        return []
+    return out
+
+
 def _check(ret: int, what: str) -> int:
     if ret == -1:
         err = ctypes.get_errno()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import glob
 import os
-import re
 import stat
 from typing import NamedTuple
 
@@ -333,31 +332,17 @@ class _Layers:
 
 def _dirs_above_mounts() -> frozenset[str]:
     """Every directory that has a mount point somewhere below it, from this mount
-    namespace's mountinfo (read before _stage: /proc is not in the staging root), as
-    paths under OLDROOT, where _stage puts the host's tree."""
+    namespace's mount table (read before _stage: /proc is not in the staging root), as
+    paths under OLDROOT, where _stage puts the host's tree. (If the table cannot be read,
+    every directory is tried, and descended into when that fails.)"""
     out: set[str] = set()
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            for line in fh:
-                fields = line.split(" ", 5)
-                if len(fields) < 5:
-                    continue
-                p = _unescape_mountinfo(fields[4])
-                while p not in ("/", ""):
-                    p = os.path.dirname(p)
-                    if p in out:
-                        break  # and so are its ancestors
-                    out.add(p)
-    except OSError:
-        pass  # then every directory is tried, and descended into when that fails
+    for point, _, _ in k.mount_table():
+        while point not in ("/", ""):
+            point = os.path.dirname(point)
+            if point in out:
+                break  # and so are its ancestors
+            out.add(point)
     return frozenset(OLDROOT + p if p != "/" else OLDROOT for p in out)
-
-
-def _unescape_mountinfo(field: str) -> str:
-    """mountinfo's octal escapes (\\040 for a space, ...)."""
-    if "\\" not in field:
-        return field
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _whiteouts(rules: tuple[PathRule, ...], lower: str) -> tuple[str, ...]:
