@@ -37,15 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _formatter() -> type:
-    import argparse
-
-    class _Formatter(argparse.RawDescriptionHelpFormatter):
-        pass
-
-    return _Formatter
-
-
 def _load(name: str):
     module, _ = COMMANDS[name]
     try:
@@ -59,7 +50,7 @@ def _load(name: str):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     import argparse
 
-    _Formatter = _formatter()
+    _Formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="sandboxctl",
         description="Run untrusted code behind two layers of isolation, described by one YAML profile.",
