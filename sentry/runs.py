@@ -72,14 +72,6 @@ class RunRecord:
         self.path = os.fspath(dir)  # the run's directory
         self.status: dict[str, Any] = status if status is not None else {}
         self._events = _events
-        self._pending_plan: Plan | None = None  # new_run(defer=True): plan.json not written yet
-
-    def write_start(self) -> None:
-        """plan.json and the first status.json of a new_run(defer=True) (no-op after)."""
-        plan, self._pending_plan = self._pending_plan, None
-        if plan is not None:
-            _write_text(self.file(PLAN), plan.to_json(indent=None))  # compact: C encoder
-            _write_json(self.file(STATUS), self.status)
 
     def __repr__(self) -> str:
         return f"RunRecord(id={self.id!r}, dir={self.path!r})"
@@ -117,7 +109,6 @@ class RunRecord:
         if self._events is not None:
             self._events.close()
             self._events = None
-        self.write_start()
         if killed_by is None:
             killed_by = last_kill_event(self.path)
         self.status.update({"ended": time.time(), "exit_code": exit_code, "signal": signal,
@@ -137,11 +128,8 @@ def _write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def new_run(plan: Plan, command: list[str] | tuple[str, ...], defer: bool = False) -> RunRecord:
-    """Create the run directory with plan.json and a first status.json. With `defer`,
-    only the directory and events.jsonl now (what the Sentry opens), the two files at
-    the record's write_start() (or finish(), whichever comes first): serializing the
-    Plan is ~1-2 ms the launcher spends while it waits anyway."""
+def new_run(plan: Plan, command: list[str] | tuple[str, ...]) -> RunRecord:
+    """Create the run directory with plan.json and a first status.json."""
     root = os.path.join(_state_path(), "runs")
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
@@ -158,15 +146,14 @@ def new_run(plan: Plan, command: list[str] | tuple[str, ...], defer: bool = Fals
     except PermissionError as exc:
         raise SandboxctlError(f"cannot create the run directory {root}: {exc.strerror}",
                               hint="set SANDBOXCTL_STATE_DIR to a writable directory") from exc
+    _write_text(os.path.join(d, PLAN), plan.to_json(indent=None))  # compact: C encoder
     _write_text(os.path.join(d, EVENTS), "")
     rec = RunRecord(rid, d)
     rec.status = {"run": rid, "command": list(command), "profile": plan.profile_file,
                   "profile_name": plan.profile_name, "started": time.time(), "ended": None,
                   "exit_code": None, "signal": None, "killed_by": None,
                   "platform": plan.launch.platform}
-    rec._pending_plan = plan
-    if not defer:
-        rec.write_start()
+    _write_json(rec.file(STATUS), rec.status)
     return rec
 
 

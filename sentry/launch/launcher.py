@@ -559,7 +559,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
         session.on_close(pty_parent.close)
     # While the sandbox sets itself up (on another CPU if there is one): the run record,
     # and the modules the Sentry and the Gofer import, so their forks start warm.
-    run_rec = new_run(plan, list(argv), defer=True)  # plan.json once the forks are done
+    run_rec = new_run(plan, list(argv))
     # a run that fails to start still gets its status.json (exit_code null)
     session.on_close(lambda: None if run_rec.status.get("ended") else run_rec.finish(None))
     _warm_imports(plan)
@@ -599,7 +599,6 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             # and ends by itself as soon as the Sentry does
             gofer_conn[0].close()
         session.on_close(lambda: early.cancel() if early.ctl.fileno() >= 0 else None)
-    run_rec.write_start()
     # the keeper's word on the join: nothing (joined), a warning, or EOF if it failed (its
     # error then comes on err_r)
     chunks = []
