@@ -246,19 +246,13 @@ class EarlySentry:
             os.close(child_pidfd)
             raise
         try:
+            self.handle.arm(child_pidfd)  # owns child_pidfd now
             try:
                 socket.send_fds(self.ctl, [b"L"], [listener, child_pidfd])
-                sent = None
-            except OSError as exc:
-                sent = exc
-            # The watcher after the send (it is a thread start: the Sentry serves sooner);
-            # if the Sentry died meanwhile, its pidfd is readable and the watcher kills at
-            # once.
-            self.handle.arm(child_pidfd)  # owns child_pidfd now
-            if sent is not None:  # the Sentry is gone (its failure file says why; the
+            except OSError as exc:  # the Sentry is gone (its failure file says why; the
                 # watcher kills the program)
                 raise SandboxError(self.handle.failed() or
-                                   f"the Sentry ended before it was given the listener ({sent.strerror})") from sent
+                                   f"the Sentry ended before it was given the listener ({exc.strerror})") from exc
         finally:
             os.close(listener)  # the Sentry's alone
             self.ctl.close()
