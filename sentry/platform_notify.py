@@ -26,6 +26,7 @@ from typing import Callable
 from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Return
 from .dispatch import Dispatcher
 from .dispatch_util import Deferred
+from .seccomp_child import NR_SECCOMP
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
@@ -34,7 +35,6 @@ _ioctl.restype = ctypes.c_int
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-NR_SECCOMP = 317
 NR_PROCESS_VM_READV = 310
 NR_PROCESS_VM_WRITEV = 311
 SECCOMP_GET_NOTIF_SIZES = 3

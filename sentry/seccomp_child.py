@@ -5,10 +5,12 @@
 With `bpf` (the filter libseccomp generated for this Plan, exported when the Plan was
 compiled and kept in the Plan cache: engine.cache.compile_cached_with_filter) the filter
 is loaded as it is, with one seccomp(2) call; without, it is built here with libseccomp
-(call prepare_build() first, before pivot_root). Order: build the filter (if needed); resolve the command through PATH in the sandbox's env; predict
-the listener fd (the lowest free descriptor: the kernel installs the listener there,
-O_CLOEXEC, so execve closes it and it never reaches the program); write that number to
-`report_fd` and close it; load the filter; execve. The execve itself is trapped: the
+(call prepare_build() first, before pivot_root).
+
+Order: build the filter (if needed); resolve the command through PATH in the sandbox's
+env; predict the listener fd (the lowest free descriptor: the kernel installs the
+listener there, O_CLOEXEC, so execve closes it and it never reaches the program); write
+that number to `report_fd` and close it; load the filter; execve. The execve itself is trapped: the
 Sentry takes the listener with pidfd_getfd, records the exec, and lets it run.
 If the exec fails: a message on stderr and exit 127 (not found) or 126 (not runnable).
 """
