@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as E
 import itertools
+import os
 import socket
 import threading
 
@@ -32,6 +33,7 @@ class GoferClient:
         self._read_lock = threading.Lock()
         self._ids = itertools.count(1)  # next() is atomic under the GIL
         self._done: dict[int, Reply] = {}
+        self._forgotten: set[int] = set()  # ids whose replies are thrown away
         self._dead = False
         self._buf = bytearray(MAX_MESSAGE)  # used by the one reading thread at a time
         self._spinner = Spinner(REPLY_SPIN, REPLY_LATE)
@@ -39,6 +41,11 @@ class GoferClient:
     def call(self, req: Request, fds: list[int] | tuple[int, ...] = ()) -> Reply:
         """Send one request (with `fds` attached, not consumed) and wait for its reply.
         The reply's `fd`, if any, belongs to the caller."""
+        return self.take(self.submit(req, fds))
+
+    def submit(self, req: Request, fds: list[int] | tuple[int, ...] = ()) -> int:
+        """Send one request without waiting; its id. The reply is got with `take`, or
+        thrown away (its descriptor closed) with `forget`: one of the two, exactly once."""
         if self._dead:
             raise GoferGone(E.EPIPE, "the Gofer is gone")
         req_id = next(self._ids) & 0xFFFFFFFF
@@ -48,6 +55,10 @@ class GoferClient:
         except OSError as exc:
             self._dead = True
             raise GoferGone(exc.errno or E.EPIPE, "the Gofer is gone") from exc
+        return req_id
+
+    def take(self, req_id: int) -> Reply:
+        """The reply to request `req_id` (see `submit`), waiting for it if need be."""
         done = self._done
         while True:
             rep = done.pop(req_id, None)
@@ -69,9 +80,30 @@ class GoferClient:
                     raise GoferGone(E.EPIPE, "the Gofer is gone")
                 if got[0] == req_id:
                     return got[1]
-                done[got[0]] = got[1]
+                self._file(*got)
             finally:
                 self._read_lock.release()
+
+    def forget(self, req_id: int) -> None:
+        """Throw away the reply to request `req_id`, now or when it comes."""
+        self._forgotten.add(req_id)  # first: a reader filing it meanwhile sees this
+        rep = self._done.pop(req_id, None)
+        if rep is not None:
+            self._forgotten.discard(req_id)
+            if rep.fd >= 0:
+                os.close(rep.fd)
+
+    def _file(self, req_id: int, rep: Reply) -> None:
+        """Keep a reply for the thread that asked, unless it was forgotten. Both this and
+        `forget` publish first and check the other's mark second, so whichever runs
+        second closes the descriptor, and only one does (dict.pop is atomic)."""
+        self._done[req_id] = rep
+        if req_id in self._forgotten:
+            got = self._done.pop(req_id, None)
+            if got is not None:
+                self._forgotten.discard(req_id)
+                if got.fd >= 0:
+                    os.close(got.fd)
 
     def _read_one(self) -> tuple[int, Reply] | None:
         while True:

@@ -147,11 +147,12 @@ class FileServer:
         return out
 
     def cacheable(self, req: Request, path: str, tgt: _Target) -> bool:
-        """May the Sentry keep this stat answer? Only for a name given from the root as
-        it was sent (no /proc/self mapping), spelled canonically (no `.`, `..`, `//` or
-        trailing `/`: the kernel walked exactly the path's ancestors), found without a
-        symlink (so its canonical path is the normalized name), and outside every mount
-        whose tree changes without a call the Sentry sees."""
+        """May the Sentry keep this stat answer, or open this name ahead of the program?
+        Only for a name given from the root as it was sent (no /proc/self mapping),
+        spelled canonically (no `.`, `..`, `//` or trailing `/`: the kernel walked exactly
+        the path's ancestors), found without a symlink (so its canonical path is the
+        normalized name), and outside every mount whose tree changes without a call the
+        Sentry sees."""
         if not (self.cache_root and tgt.plain and req.handle == HANDLE_ROOT
                 and tgt.path == path and req.name == path.encode("utf-8", "surrogateescape")):
             return False
@@ -354,7 +355,10 @@ class FileServer:
                 fd = os.open(str(tgt.fd), reopen, dir_fd=self.fd_dir_fd)
             except OSError as exc:
                 raise self._fail(exc, tgt.path) from None
-            return self._ok(path=tgt.path, fd=fd)
+            # a plain file opened only to read: the Sentry may have the same name opened
+            # ahead of the program's next open of it (docs/gofer.md, "The open cache")
+            ahead = not write and stat.S_ISREG(st.st_mode) and self.cacheable(req, path, tgt)
+            return self._ok(path=tgt.path, fd=fd, flags=REPLY_CACHEABLE if ahead else 0)
         finally:
             os.close(tgt.fd)
 

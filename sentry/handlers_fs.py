@@ -28,6 +28,16 @@ for it (@gofer-observed). A file opened for writing, or changed through a descri
 never cached again (its contents and times change without a call the Sentry sees): its
 (device, inode) goes into a set every insertion is checked against. An insertion made
 while the cache was dropped takes itself back (a generation count), so no lock is taken.
+
+The open cache rides on the same rules. When a name the Gofer marks cacheable (a plain
+file in the root's own tree, opened only to read) is opened a second time with the same
+flags, the Sentry asks the Gofer, without waiting, to open it once more, and the next
+such open is answered with that descriptor: no Gofer round trip on the program's time.
+Each descriptor so used asks for the next. What the cache drops, it drops too: its
+descriptors are closed and the requests in flight forgotten, and a descriptor asked for
+before a drop is never used after it. A descriptor opened ahead is the same file (the
+same inode, a fresh open file description, offset 0) that an open made at the moment of
+use would give, as nothing that can change the name happened in between.
 """
 
 from __future__ import annotations
@@ -78,6 +88,10 @@ _CACHE_MAX = 16384  # entries; a full cache starts again empty
 _VOLATILE_MAX = 65536  # inodes; past this the cache is switched off for the run
 _AT_STATX_FORCE_SYNC = 0x2000
 _TASKS_MAX = 4096  # remembered thread ids; past this the map starts again empty
+_AHEAD_MAX = 64  # opens asked for ahead (each holds a descriptor once answered)
+_SEEN_MAX = 4096  # names opened once; past this the set starts again empty
+# opens never served ahead: writing, creating, truncating, O_TMPFILE, O_PATH
+_NOT_AHEAD = _WRITE_OPEN | os.O_PATH
 
 
 class FsState:
@@ -95,11 +109,56 @@ class FsState:
         self.hits = 0
         self.misses = 0
         self.drops = 0
+        # the open cache (module docstring): opens asked of the Gofer ahead, by (name,
+        # flags), as (request id, the generation they were asked in); names opened once
+        # (a second open starts opening ahead)
+        self.ahead: dict[tuple[bytes, int], tuple[int, int]] = {}
+        self.seen: set[tuple[bytes, int]] = set()
+        self.ahead_hits = 0
 
     def drop_cache(self) -> None:
         self.gen += 1  # first: an insertion racing with this sees the change
         self.attrs.clear()
         self.drops += 1
+        ahead = self.ahead
+        while ahead:  # popitem is atomic: a thread taking one meanwhile gets it or not
+            try:
+                self.client.forget(ahead.popitem()[1][0])
+            except KeyError:
+                break
+
+    def take_ahead(self, key: tuple[bytes, int]) -> int:
+        """The descriptor the Gofer opened ahead for `key`, or -1 (none asked for, or the
+        cache was dropped since). Waits for it if need be: it is the answer a request
+        sent now would get, sooner."""
+        p = self.ahead.pop(key, None)
+        if p is None:
+            return -1
+        rep = self.client.take(p[0])
+        if rep.errno or not rep.flags & REPLY_CACHEABLE or p[1] != self.gen:
+            if rep.fd >= 0:
+                os.close(rep.fd)
+            return -1
+        return rep.fd
+
+    def open_ahead(self, key: tuple[bytes, int], task: _Task) -> None:
+        """Ask the Gofer, without waiting, to open `key` again for the program's next
+        open of it."""
+        ahead = self.ahead
+        if key in ahead or not self.cache_on:
+            return
+        if len(ahead) >= _AHEAD_MAX:
+            try:  # the oldest makes room
+                self.client.forget(ahead.pop(next(iter(ahead)))[0])
+            except (KeyError, StopIteration, RuntimeError):
+                return
+        req = Request(Op.OPEN, key[0], HANDLE_ROOT, flags=key[1] | O_CLOEXEC, pid=task.nspid,
+                      tid=task.nstid, a=(OPEN_NO_WAIT, 0, 0, 0))
+        gen = self.gen
+        try:
+            ahead[key] = (self.client.submit(req), gen)
+        except GoferGone:
+            pass  # the caller's next file call finds out
 
     def mark_volatile(self, dev: int, ino: int) -> None:
         if len(self.volatile) >= _VOLATILE_MAX:
@@ -335,10 +394,25 @@ def _open(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: in
             return None if rep.errno == WOULD_BLOCK else Errno(rep.errno)
         if rep.fd < 0:
             return Errno(E.EIO)
+        if rep.flags & REPLY_CACHEABLE and name[:1] == b"/" and not flags & _NOT_AHEAD:
+            key = (name, flags & ~O_CLOEXEC)
+            if key in st.seen:  # opened again: from now on, opened ahead
+                st.open_ahead(key, st.task(call.pid))
+            else:
+                if len(st.seen) >= _SEEN_MAX:
+                    st.seen.clear()
+                st.seen.add(key)
         return InjectFd(rep.fd, bool(flags & O_CLOEXEC))
 
     def body(st: FsState) -> Decision:
         name = _read_path(mem, path_addr)  # read once; a deferred open reuses it
+        if st.cache_on and name[:1] == b"/" and not flags & _NOT_AHEAD:
+            key = (name, flags & ~O_CLOEXEC)
+            fd = st.take_ahead(key)
+            if fd >= 0:  # opened ahead (the open cache, module docstring)
+                st.ahead_hits += 1
+                st.open_ahead(key, st.task(call.pid))
+                return InjectFd(fd, bool(flags & O_CLOEXEC))
         if getattr(mem, "may_defer", False):  # on the loop thread: never wait there
             d = attempt(st, name, OPEN_NO_WAIT)
             if d is not None:
@@ -1009,7 +1083,7 @@ def cache_report(ctx: SentryContext) -> str | None:
         return None
     state = "on" if st.cache_on else "off"
     return (f"attribute cache ({state}): {st.hits} hits, {st.misses} misses, {st.drops} drops, "
-            f"{len(st.volatile)} files never cached")
+            f"{len(st.volatile)} files never cached; {st.ahead_hits} opens served ahead")
 
 
 def _e(fn: str, note: str, *, block: bool = False, status: str = "supported") -> Entry:
