@@ -704,8 +704,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
     stdin_open = pty is not None
     master_open = pty is not None
     keeper_done = False
+    status_open = True  # until the status came, or EOF: a pipe at EOF stays readable
     while True:
-        fds = [status_r, sp.fd]
+        fds = [sp.fd]
+        if status_open:
+            fds.append(status_r)
         if not keeper_done:
             fds.append(keeper_fd)
         if sentry_fd is not None:
@@ -728,10 +731,11 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             master_open = pty.to_host(1)  # type: ignore[union-attr]
         if stdin_open and pty.host_fd in ready:  # type: ignore[union-attr]
             stdin_open = pty.from_host(1)  # type: ignore[union-attr]
-        if status_r in ready and status is None:
+        if status_open and status_r in ready:
             data = os.read(status_r, 4)
             if len(data) == 4:
                 status = struct.unpack("i", data)[0]
+            status_open = False
         if keeper_fd in ready:
             keeper_done = True
         if sentry_fd is not None and sentry_fd in ready:
@@ -745,7 +749,7 @@ def _supervise(plan: Plan, argv: tuple[str, ...], root: mnt.RootRequest, debug: 
             # everything in the sandbox is gone; take what is still in the pipes
             while master_open and select.select([pty.master], [], [], 0)[0]:  # type: ignore[union-attr]
                 master_open = pty.to_host(1)  # type: ignore[union-attr]
-            if status is None and select.select([status_r], [], [], 0)[0]:
+            if status_open and select.select([status_r], [], [], 0)[0]:
                 data = os.read(status_r, 4)
                 if len(data) == 4:
                     status = struct.unpack("i", data)[0]
