@@ -156,13 +156,16 @@ class FsState:
                       tid=task.nstid, a=(OPEN_NO_WAIT, 0, 0, 0))
         gen = self.gen
         try:
-            ahead[key] = (self.client.submit(req), gen)
+            entry = (self.client.submit(req), gen)
         except GoferGone:
-            pass  # the caller's next file call finds out
+            return  # the caller's next file call finds out
+        if ahead.setdefault(key, entry) is not entry:  # another thread asked first
+            self.client.forget(entry[0])
 
     def mark_volatile(self, dev: int, ino: int) -> None:
         if len(self.volatile) >= _VOLATILE_MAX:
-            self.cache_on = False
+            self.cache_on = False  # and what it holds goes (no more drops will come)
+            self.drop_cache()
         self.volatile.add((dev, ino))
 
     def remember(self, key: tuple[int, bytes, int, int], data: bytes, gen: int) -> None:

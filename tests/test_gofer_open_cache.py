@@ -130,6 +130,58 @@ def test_every_change_the_sandbox_makes_is_seen_by_the_next_open(tmp_path, platf
     assert not os.path.exists(where + "/sbx-open-cache-test")  # nothing reached the host
 
 
+# Readers open one name over and over while a writer renames new versions over it. The
+# writer publishes the number of each rename once it returned; a reader that saw number
+# d published before it opened must read version d or newer (an open that starts after a
+# rename completed sees it). An open served ahead across a rename would read an older one.
+RACE = textwrap.dedent(r"""
+    import os, sys, threading, time
+    D = sys.argv[1]
+    os.mkdir(D)
+    p = D + "/v"
+    with open(p, "w") as f:
+        f.write("0")
+    N = 1500
+    done = [0]
+    stop = False
+    bad = []
+
+    def reader():
+        while not stop:
+            d = done[0]
+            with open(p) as f:
+                v = int(f.read())
+            if v < d:
+                bad.append((d, v))
+
+    ts = [threading.Thread(target=reader) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for i in range(1, N + 1):
+        with open(D + "/new", "w") as f:
+            f.write(str(i))
+        os.rename(D + "/new", p)
+        done[0] = i
+        if i % 20 == 0:
+            time.sleep(0.002)  # the readers open a few times in a row: opened ahead
+    stop = True
+    for t in ts:
+        t.join()
+    assert not bad, bad[:5]
+    print("no stale read")
+""")
+
+
+def test_an_open_after_a_rename_completed_reads_the_new_file(tmp_path):
+    cp, log = _apply(tmp_path, ["python3", "-c", RACE, "/tmp/sbx-open-race"])
+    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
+    assert b"no stale read" in cp.stdout
+    assert _served_ahead(log) > 20
+    native = subprocess.run([sys.executable, "-c", RACE, str(tmp_path / "native")],
+                            capture_output=True)
+    assert native.returncode == 0 and b"no stale read" in native.stdout, native.stderr.decode()
+
+
 def test_the_opens_script_passes_natively(tmp_path):
     cp = subprocess.run([sys.executable, "-c", OPENS, str(tmp_path / "native")],
                         capture_output=True)
@@ -326,3 +378,19 @@ def test_opens_asked_ahead_are_bounded(gofer):  # noqa: F811
     st.drop_cache()
     assert client.call(Request(Op.PING)).data == b"pong"
     assert _fds() == before
+
+
+def test_a_cache_switched_off_forgets_what_was_asked_ahead(gofer):  # noqa: F811
+    """Past _VOLATILE_MAX files never cached, the cache is off for the run: no drop will
+    come any more, so nothing asked for ahead may stay."""
+    from sandboxctl.sentry import handlers_fs as hf
+
+    client = gofer()
+    st = hf.FsState(client, cache_on=True)
+    key = (b"/usr/bin/env", os.O_RDONLY)
+    st.open_ahead(key, hf._Task(os.getpid(), 1, 1))
+    st.volatile.update((0, i) for i in range(hf._VOLATILE_MAX))
+    st.mark_volatile(1, 1)
+    assert not st.cache_on and not st.ahead and st.take_ahead(key) == -1
+    st.open_ahead(key, hf._Task(os.getpid(), 1, 1))
+    assert not st.ahead
