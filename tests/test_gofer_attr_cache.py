@@ -116,13 +116,19 @@ CHANGES = textwrap.dedent(r"""
                                             ("seccomp-notify", "/tmp")])
 def test_every_change_the_sandbox_makes_is_seen_by_the_next_stat(tmp_path, platform, where):
     """In the root's overlay and in a tmpfs mount, both cached."""
-    cp, log = _apply(tmp_path, ["python3", "-c", CHANGES, where + "/sbx-cache-test"],
-                     platform=platform)
-    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
-    assert b"changes seen" in cp.stdout
+    log = run_changes(tmp_path, CHANGES, "changes seen", where + "/sbx-cache-test", platform)
     state, hits, misses = _cache_line(log)
     assert state == "on" and hits > 0, log[-1000:]
-    assert not os.path.exists(where + "/sbx-cache-test")  # nothing reached the host
+
+
+def run_changes(tmp: Path, script: str, done: str, where: str, platform: str) -> str:
+    """Run a script of changes (it prints `done` at its end) on directory `where` in the
+    sandbox; the Sentry's log. Nothing may have reached the host's `where`."""
+    cp, log = _apply(tmp, ["python3", "-c", script, where], platform=platform)
+    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
+    assert done.encode() in cp.stdout
+    assert not os.path.exists(where)  # the overlay and the tmpfs kept it
+    return log
 
 
 def test_the_changes_script_passes_natively(tmp_path):

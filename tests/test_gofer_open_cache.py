@@ -23,19 +23,9 @@ import pytest
 
 from _helpers_gofer import apply
 from sandboxctl.gofer.protocol import OPEN_NO_WAIT, REPLY_CACHEABLE, Op, Request
-from test_gofer_attr_cache import gofer  # noqa: F401  (the fixture: a real Gofer)
+from test_gofer_attr_cache import _apply, gofer, run_changes  # noqa: F401  (gofer: the fixture)
 
 HEAD = "apiVersion: sandboxctl/v1\nkind: SandboxProfile\nmetadata: {name: open-cache-test}\nextends: default\n"
-
-
-def _apply(tmp: Path, argv: list[str], body: str = "", platform: str | None = None
-           ) -> tuple[subprocess.CompletedProcess, str]:
-    """Run under the default profile (plus `body`) with --debug; (result, Sentry log)."""
-    prof = tmp / "p.yaml"
-    prof.write_text(HEAD + body)
-    opts = ("--debug", "--platform", platform) if platform else ("--debug",)
-    cp, run = apply(prof, argv, tmp / "state", timeout=120, opts=opts)
-    return cp, (run / "sentry.log").read_text()
 
 
 def _served_ahead(log: str) -> int:
@@ -122,12 +112,9 @@ OPENS = textwrap.dedent(r"""
                                             ("ptrace", "/tmp")])
 def test_every_change_the_sandbox_makes_is_seen_by_the_next_open(tmp_path, platform, where):
     """In a tmpfs mount and in the root's overlay, both cached."""
-    cp, log = _apply(tmp_path, ["python3", "-c", OPENS, where + "/sbx-open-cache-test"],
-                     platform=platform)
-    assert cp.returncode == 0, cp.stderr.decode()[-3000:]
-    assert b"opens see every change" in cp.stdout
+    log = run_changes(tmp_path, OPENS, "opens see every change", where + "/sbx-open-cache-test",
+                      platform)
     assert _served_ahead(log) > 10, log[-1000:]
-    assert not os.path.exists(where + "/sbx-open-cache-test")  # nothing reached the host
 
 
 # Readers open one name over and over while a writer renames new versions over it. The
