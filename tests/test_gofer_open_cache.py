@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from _helpers_gofer import apply
 from sandboxctl.gofer.protocol import OPEN_NO_WAIT, REPLY_CACHEABLE, Op, Request
 from test_gofer_attr_cache import _apply, gofer, run_changes  # noqa: F401  (gofer: the fixture)
 
