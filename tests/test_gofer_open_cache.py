@@ -380,3 +380,27 @@ def test_a_cache_switched_off_forgets_what_was_asked_ahead(gofer):  # noqa: F811
     assert not st.cache_on and not st.ahead and st.take_ahead(key) == -1
     st.open_ahead(key, hf._Task(os.getpid(), 1, 1))
     assert not st.ahead
+
+
+@pytest.mark.rootless
+def test_rootless_the_open_cache_serves_and_sees_every_change(tmp_path):
+    """sandboxctl started by an unprivileged user (a user namespace of its own): the same
+    changes script, with opens served ahead."""
+    import shutil
+    import tempfile
+
+    from _helpers_launch import apply as apply_as
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (to become nobody with setpriv)")
+    d = Path(tempfile.mkdtemp(prefix="open-cache-rootless-", dir="/tmp"))
+    try:
+        os.chmod(d, 0o777)
+        r = apply_as("default", "python3", "-c", OPENS, "/tmp/sbx-open-cache-rootless",
+                     state=d / "state", user=65534, opts=("--debug",), timeout=120)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "opens see every change" in r.stdout
+        log = next((d / "state" / "runs").iterdir()) / "sentry.log"
+        assert _served_ahead(log.read_text()) > 10
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
