@@ -18,13 +18,17 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..engine.record import record
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import Any
     import argparse
 
 
-class _Option(NamedTuple):
+@record
+class _Option:
     """One option of `apply`. add_arguments gives these to argparse; parse_fast reads
     the common command lines with the same table, without argparse."""
 

@@ -15,9 +15,10 @@ import gc
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import NoReturn
     import argparse
 
 from ..engine.errors import SandboxctlError

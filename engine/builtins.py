@@ -6,8 +6,8 @@ imports nothing of the engine, so that path skips the YAML node and extends mach
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
     from pathlib import Path
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Mapping
 
-from .plan import Plan
+from .plan import Plan, tagged_hook
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import Any, Mapping
     from pathlib import Path
 
 try:
@@ -31,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - another interpreter, or Python 3.12+ (_sha2)
     from hashlib import sha256 as _sha256
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the Plan kept in its tagged form (Plan.to_tagged)
 
 
 def _cache_path() -> str:
@@ -98,8 +99,8 @@ def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | N
         return None
     try:
         with open(entry_file, encoding="utf-8") as fh:
-            entry = json.loads(fh.read())
-    except (OSError, ValueError):
+            entry = json.loads(fh.read(), object_hook=tagged_hook)
+    except (OSError, ValueError, KeyError, TypeError):  # (KeyError, TypeError: a damaged Plan)
         return None
     if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
         return None
@@ -109,7 +110,7 @@ def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | N
         if _sha(f) != digest:
             return None
     try:
-        plan = Plan.from_dict(entry["plan"])
+        plan = Plan.from_tagged(entry["plan"])
     except (KeyError, TypeError, ValueError):
         return None
     for m in plan.gofer.mounts:
@@ -168,7 +169,7 @@ def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | N
         except FilterBuildError as exc:
             raise ProfileError([Diagnostic(res.file, 1, 1, f"the seccomp filter cannot be built: {exc}")]) from None
     if use_cache:
-        entry = {"format": CACHE_FORMAT, "filter_ok": filter_ok, "plan": plan.to_dict(),
+        entry = {"format": CACHE_FORMAT, "filter_ok": filter_ok, "plan": plan.to_tagged(),
                  "files": {str(p): _sha(p) for p in res.paths}}
         if code is not None:
             entry["bpf_notify"] = code.hex()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from .record import record
 
 
 class SandboxctlError(Exception):
@@ -16,7 +16,8 @@ class SandboxctlError(Exception):
         self.hint = hint  # one sentence: what to do about it
 
 
-class Diagnostic(NamedTuple):
+@record
+class Diagnostic:
     """One problem in a profile, at file:line:col."""
 
     file: str

@@ -1,6 +1,6 @@
-"""The Plan: everything a sandbox launch needs, as frozen plain data (NamedTuples: a
-frozen dataclass costs ~0.5 ms to create at import, and this module is on the start-up
-path of every `sandboxctl apply`).
+"""The Plan: everything a sandbox launch needs, as frozen plain data (named tuples made by
+engine/record.py: a frozen dataclass costs ~0.5 ms to create at import, `typing.NamedTuple`
+needs `typing`, and this module is on the start-up path of every `sandboxctl apply`).
 
 The compiler (engine/compile.py) turns a resolved profile into a Plan; the runtime
 (sentry/, gofer/, netstack/) reads only the Plan, never the YAML. `sandboxctl compile`
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import functools
 import json
-import types
-import typing
-from typing import Any, Literal, NamedTuple
+
+from .record import record
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 PLAN_VERSION = 1
 
@@ -26,11 +29,14 @@ PLAN_VERSION = 1
 #   kill    - the process is killed (SECCOMP_RET_KILL_PROCESS, or by the Sentry)
 #   log     - allowed, and recorded in the run's events log
 #   emulate - implemented by the Sentry handler named in `handler` (uname, openat, ...)
-Action = Literal["allow", "deny", "kill", "log", "emulate"]
-ArgOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "masked_eq"]
+ACTIONS = ("allow", "deny", "kill", "log", "emulate")
+ARG_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "masked_eq")
+# (the annotations below name them `Action` and `ArgOp`: Literal[ACTIONS], Literal[ARG_OPS],
+# made with `typing` only where the types are read, _names())
 
 
-class Source(NamedTuple):
+@record
+class Source:
     """Where in which profile file a piece of the Plan came from."""
 
     file: str
@@ -42,7 +48,8 @@ class Source(NamedTuple):
         return f"{self.file}:{self.line}:{self.col}"
 
 
-class ArgCond(NamedTuple):
+@record
+class ArgCond:
     """One argument check, as libseccomp's scmp_arg_cmp: args[index] <op> value.
 
     For masked_eq the check is (args[index] & mask) == value.
@@ -56,7 +63,8 @@ class ArgCond(NamedTuple):
     symbol: str | None = None
 
 
-class SyscallRule(NamedTuple):
+@record
+class SyscallRule:
     """One compiled rule. Several rules may name the same syscall with different args;
     their conditions are ANDed within a rule, and rules are tried in order."""
 
@@ -73,7 +81,8 @@ class SyscallRule(NamedTuple):
     source: Source | None = None
 
 
-class DefaultAction(NamedTuple):
+@record
+class DefaultAction:
     """What a call no rule names gets."""
 
     action: Action  # allow | deny | kill | log
@@ -82,7 +91,8 @@ class DefaultAction(NamedTuple):
     source: Source | None = None
 
 
-class SeccompPlan(NamedTuple):
+@record
+class SeccompPlan:
     """The host filter: the default action and the rules, by syscall number."""
 
     arch: str  # "x86_64"; other ABIs (i386, x32) are always refused
@@ -91,7 +101,8 @@ class SeccompPlan(NamedTuple):
     # Errno answered for calls of a foreign ABI is not used: they are killed (bad arch).
 
 
-class UnameConfig(NamedTuple):
+@record
+class UnameConfig:
     """What uname(2) and the synthetic /proc files answer."""
 
     sysname: str = "Linux"
@@ -102,7 +113,8 @@ class UnameConfig(NamedTuple):
     domainname: str = "(none)"
 
 
-class SyntheticFile(NamedTuple):
+@record
+class SyntheticFile:
     """A file the Sentry/Gofer serves from memory (/proc/version, /etc/hostname...)."""
 
     path: str
@@ -110,7 +122,8 @@ class SyntheticFile(NamedTuple):
     mode: int = 0o444
 
 
-class AuditConfig(NamedTuple):
+@record
+class AuditConfig:
     """Which refusals and observations become events."""
 
     denials: bool = True  # trap denied calls so each one is an event
@@ -119,7 +132,8 @@ class AuditConfig(NamedTuple):
     network: bool = True  # record refused connections
 
 
-class SentryConfig(NamedTuple):
+@record
+class SentryConfig:
     """What the Sentry serves itself: uname, synthetic files, auditing."""
 
     uname: UnameConfig
@@ -127,7 +141,8 @@ class SentryConfig(NamedTuple):
     audit: AuditConfig = AuditConfig()
 
 
-class Mount(NamedTuple):
+@record
+class Mount:
     """One mount of the profile's filesystem section."""
 
     type: Literal["bind", "tmpfs", "proc", "dev"]
@@ -139,7 +154,8 @@ class Mount(NamedTuple):
     source_loc: Source | None = None
 
 
-class RootConfig(NamedTuple):
+@record
+class RootConfig:
     """The sandbox's root: a host directory, read-only or not, with an overlay."""
 
     source: str = "/"  # host directory the root is built from
@@ -154,7 +170,8 @@ class RootConfig(NamedTuple):
     source_loc: Source | None = None
 
 
-class PathRule(NamedTuple):
+@record
+class PathRule:
     """A glob over sandbox paths (`/root/**`, `/etc/shadow`)."""
 
     glob: str
@@ -162,7 +179,8 @@ class PathRule(NamedTuple):
     source: Source | None = None
 
 
-class GoferConfig(NamedTuple):
+@record
+class GoferConfig:
     """What the Gofer serves: the mediation mode, the root, mounts and path rules."""
 
     mediation: Literal["gofer", "direct"]
@@ -173,7 +191,8 @@ class GoferConfig(NamedTuple):
     synthetic_files: tuple[SyntheticFile, ...] = ()
 
 
-class EgressRule(NamedTuple):
+@record
+class EgressRule:
     """A destination the sandbox may reach (network mode netstack)."""
 
     cidr: str | None = None  # "10.0.0.0/8"
@@ -183,7 +202,8 @@ class EgressRule(NamedTuple):
     source: Source | None = None
 
 
-class PublishRule(NamedTuple):
+@record
+class PublishRule:
     """A host port forwarded into the sandbox."""
 
     host_addr: str  # "127.0.0.1"
@@ -193,7 +213,8 @@ class PublishRule(NamedTuple):
     source: Source | None = None
 
 
-class NetworkConfig(NamedTuple):
+@record
+class NetworkConfig:
     """The network mode and its rules."""
 
     mode: Literal["none", "netstack", "passthrough"]
@@ -206,7 +227,8 @@ class NetworkConfig(NamedTuple):
     source: Source | None = None
 
 
-class Rlimit(NamedTuple):
+@record
+class Rlimit:
     """One resource limit (soft and hard)."""
 
     name: str  # "nofile", "nproc", "as", "core", "cpu", "fsize", "stack", "memlock", ...
@@ -215,7 +237,8 @@ class Rlimit(NamedTuple):
     source: Source | None = None
 
 
-class Resources(NamedTuple):
+@record
+class Resources:
     """Cgroup limits."""
 
     memory: int | None = None  # bytes
@@ -224,7 +247,8 @@ class Resources(NamedTuple):
     source: Source | None = None
 
 
-class LaunchConfig(NamedTuple):
+@record
+class LaunchConfig:
     """How the program starts: command, ids, capabilities, env, limits, platform."""
 
     command: tuple[str, ...]
@@ -241,7 +265,8 @@ class LaunchConfig(NamedTuple):
     platform: Literal["seccomp-notify", "ptrace"] = "seccomp-notify"
 
 
-class Plan(NamedTuple):
+@record
+class Plan:
     """Everything a sandbox launch needs (the module docstring)."""
 
     version: int
@@ -269,6 +294,21 @@ class Plan(NamedTuple):
     def from_json(cls, text: str) -> "Plan":
         return cls.from_dict(json.loads(text))
 
+    def to_tagged(self) -> dict[str, Any]:
+        """JSON-shaped, each record a dict that names its type under "@": the Plan cache's
+        form, read back by from_tagged without the type hints (engine/cache.py)."""
+        return _to_tagged(self)
+
+    @classmethod
+    def from_tagged(cls, data: Any) -> "Plan":
+        """A Plan from to_tagged's form, after json.loads(..., object_hook=tagged_hook).
+        It trusts the data's shape (a cache entry this program wrote: engine/cache.py
+        checks its owner and mode); a Plan from elsewhere goes through from_dict, which
+        checks every value's type."""
+        if not isinstance(data, cls):
+            raise TypeError(f"not a tagged Plan: {type(data).__name__}")
+        return data
+
     # -- queries the runtime needs -------------------------------------------------
     def rules_for(self, nr: int) -> tuple[SyscallRule, ...]:
         return tuple(r for r in self.seccomp.rules if r.nr == nr)
@@ -290,11 +330,47 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def _to_tagged(value: Any) -> Any:
+    if _is_record(type(value)):
+        out = {name: _to_tagged(getattr(value, name)) for name in value._fields}
+        out["@"] = type(value).__name__
+        return out
+    if isinstance(value, (tuple, list)):
+        return [_to_tagged(v) for v in value]
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def tagged_hook(obj: dict[str, Any]) -> Any:
+    """json.loads object_hook for to_tagged's form: a dict naming a record type becomes
+    that record (its lists tuples); any other dict stays a dict."""
+    name = obj.pop("@", None)
+    if name is None:
+        return obj
+    cls = _RECORDS[name]  # KeyError: not a Plan type
+    return cls(**{k: _tuples(v) for k, v in obj.items()})
+
+
+@functools.lru_cache(maxsize=None)
+def _names() -> dict[str, Any]:
+    """What the annotations name, for typing.get_type_hints (imported here: `typing` is
+    not on `apply`'s start-up path, which reads a Plan from the cache: _read_tagged)."""
+    import typing
+
+    return {**globals(), "Any": typing.Any, "Literal": typing.Literal,
+            "Action": typing.Literal[ACTIONS], "ArgOp": typing.Literal[ARG_OPS]}
+
+
 @functools.lru_cache(maxsize=None)
 def _type_hints(tp: Any) -> dict[str, Any]:
     # typing.get_type_hints evaluates every (string) annotation on each call: once per
-    # class is enough, and reading a Plan back is on `apply`'s start-up path.
-    return typing.get_type_hints(tp)
+    # class is enough.
+    import typing
+
+    return typing.get_type_hints(tp, globalns=_names())
 
 
 def _from_plain(tp: Any, data: Any) -> Any:
@@ -307,6 +383,9 @@ def _from_plain(tp: Any, data: Any) -> Any:
 def _reader(tp: Any) -> Any:
     """A function reading JSON-shaped data as `tp`, built once per type: reading a Plan is
     on `apply`'s start-up path, and walking the type hints for every value cost ~8 ms."""
+    import types
+    import typing
+
     if isinstance(tp, str):
         raise TypeError(f"unresolved annotation {tp!r}")
     origin = typing.get_origin(tp)
@@ -337,7 +416,7 @@ def _reader(tp: Any) -> Any:
             return lambda data: tuple(item(v) for v in data)
         items = tuple(_reader(a) for a in args)
         return lambda data: tuple(read(v) for read, v in zip(items, data))
-    if origin is Literal:
+    if origin is typing.Literal:
         allowed = typing.get_args(tp)
 
         def read_literal(data: Any) -> Any:
@@ -362,8 +441,13 @@ def _reader(tp: Any) -> Any:
     return lambda data: data
 
 
+_RECORDS = {c.__name__: c for c in (
+    Source, ArgCond, SyscallRule, DefaultAction, SeccompPlan, UnameConfig, SyntheticFile,
+    AuditConfig, SentryConfig, Mount, RootConfig, PathRule, GoferConfig, EgressRule,
+    PublishRule, NetworkConfig, Rlimit, Resources, LaunchConfig, Plan)}
+
 __all__ = [
-    "PLAN_VERSION", "Action", "ArgOp", "Source", "ArgCond", "SyscallRule", "DefaultAction",
+    "PLAN_VERSION", "ACTIONS", "ARG_OPS", "Source", "ArgCond", "SyscallRule", "DefaultAction",
     "SeccompPlan", "UnameConfig", "SyntheticFile", "AuditConfig", "SentryConfig", "Mount",
     "RootConfig", "PathRule", "GoferConfig", "EgressRule", "PublishRule", "NetworkConfig",
     "Rlimit", "Resources", "LaunchConfig", "Plan",

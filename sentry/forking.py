@@ -13,7 +13,10 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Collection
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Collection
 
 
 def fork_flushed() -> int:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Iterator, TextIO
 
 from ..engine.errors import SandboxctlError
 from ..engine.plan import Plan
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import Any, Iterator, TextIO
     from pathlib import Path
 
 EVENTS = "events.jsonl"

@@ -206,3 +206,38 @@ def test_entry_script_refuses_an_interpreter_path_with_a_space(tmp_path: Path) -
         install(str(target), python="/opt/my venv/bin/python3")
     assert "has a space" in str(e.value) and "console script" in str(e.value)
     assert not target.exists()
+
+
+# Imported by nothing `apply` runs before the keeper's fork: that part runs on one CPU,
+# and everything it imports delays the whole sandbox (typing: ~2 ms, and the Plan's
+# record types made with it ~2 ms more; engine/record.py).
+_NOT_BEFORE_THE_FORK = ("typing", "socket", "threading", "selectors", "pyseccomp")
+
+
+def test_nothing_heavy_before_the_keepers_fork(tmp_path: Path) -> None:
+    """The installed command's interpreter runs a real `apply default -- true`; at the
+    first fork (the keeper's) it writes down what is imported."""
+    from sandboxctl.cli.entry import script_text
+
+    out = tmp_path / "modules.txt"
+    probe = script_text().replace("from sandboxctl.cli.main import main\n", f"""
+import os
+_fork = os.fork
+def _first_fork():
+    with open({str(out)!r}, "w") as fh:
+        fh.write(" ".join(sorted(sys.modules)))
+    os.fork = _fork
+    return _fork()
+os.fork = _first_fork
+sys.argv = ["sandboxctl", "apply", "--tty", "never", "default", "--", "true"]
+from sandboxctl.cli.main import main
+""")
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    for _ in range(2):  # the second run finds the Plan in the cache, as most do
+        r = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+    modules = set(out.read_text().split())
+    assert "sandboxctl.sentry.launch.launcher" in modules  # (the probe saw the right fork)
+    assert not modules & set(_NOT_BEFORE_THE_FORK), sorted(modules & set(_NOT_BEFORE_THE_FORK))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import NamedTuple
 
 from ...engine.plan import Resources
+from ...engine.record import record
 from .kernel import mount_table
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -24,7 +24,8 @@ PREFIX = "sandboxctl-"
 CFS_PERIOD_US = 100_000
 
 
-class Hierarchy(NamedTuple):
+@record
+class Hierarchy:
     """One mounted cgroup hierarchy (v1 controller or v2) and where the run's group goes."""
 
     version: int  # 1 or 2

@@ -30,16 +30,18 @@ import os
 import signal
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ...engine.errors import HostError, SandboxctlError, SandboxError
 from ...engine.plan import Plan
+from ...engine.record import record
 from ..forking import close_fds_except, fork_flushed
 from . import cgroup, kernel, mnt, rlimits
 from . import signals as sigs
 from .host import check_host
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
     import socket
 
     from .pty import Pty
@@ -54,7 +56,8 @@ _ERRORS = {"HostError": HostError, "SandboxError": SandboxError}
 _UCRED = struct.Struct("iII")
 
 
-class Outcome(NamedTuple):
+@record
+class Outcome:
     """How a run ended: exit status and the signal, if any."""
 
     exit_code: int
@@ -78,7 +81,8 @@ def _module_exists(name: str) -> bool:
 
 # -- the children --------------------------------------------------------------------
 
-class _ChildSetup(NamedTuple):
+@record
+class _ChildSetup:
     """What the keeper, init and the program need from the supervisor."""
 
     plan: Plan

@@ -27,10 +27,10 @@ import errno
 import glob
 import os
 import stat
-from typing import NamedTuple
 
 from ...engine.errors import SandboxError
 from ...engine.plan import GoferConfig, Mount, PathRule, RootConfig, SyntheticFile
+from ...engine.record import record
 from ...gofer.sys import fstatfs_type
 from . import kernel as k
 
@@ -49,7 +49,8 @@ _OPTION_ATTRS = {"ro": k.MOUNT_ATTR_RDONLY, "nosuid": k.MOUNT_ATTR_NOSUID,
                  "nodev": k.MOUNT_ATTR_NODEV, "noexec": k.MOUNT_ATTR_NOEXEC}
 
 
-class RootRequest(NamedTuple):
+@record
+class RootRequest:
     """What the sandbox init needs to build the root, with host paths already resolved
     (symlinks followed in the host's namespace, before the host tree moves)."""
 
