@@ -15,7 +15,6 @@ ms to import), and cache_dir() builds a Path only for other callers.
 
 from __future__ import annotations
 
-import json
 import os
 
 from .plan import Plan, tagged_hook
@@ -76,9 +75,44 @@ def _sha(path: str | os.PathLike[str]) -> str | None:
 
 def _key(path: str | os.PathLike[str], display: str | None,
          overrides: Mapping[str, Any] | None) -> str:
+    # repr, not json: the key is made on every `apply`, before the keeper's fork, and the
+    # json package imports re (~2 ms together); the same inputs give the same text
     data = [CACHE_FORMAT, os.path.realpath(path), display or os.fspath(path), os.getcwd(),
-            json.dumps(overrides or {}, sort_keys=True, default=str), _engine_stamp()]
-    return _sha256(json.dumps(data, default=str).encode()).hexdigest()
+            sorted((str(k), repr(v)) for k, v in (overrides or {}).items()), _engine_stamp()]
+    return _sha256(repr(data).encode()).hexdigest()
+
+
+class _Scan:
+    """What the C JSON scanner reads from its context (as json.JSONDecoder has it)."""
+
+    strict = True
+    object_hook = staticmethod(tagged_hook)
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"{name} in a cache entry")
+
+
+def _loads(text: str) -> Any:
+    """json.loads(text, object_hook=tagged_hook), with the C scanner alone when there is
+    one: the json package's decoder imports re, and a cache hit is on `apply`'s path
+    before the keeper's fork. ValueError if `text` is not one JSON document."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        import json
+
+        return json.loads(text, object_hook=tagged_hook)
+    try:
+        obj, end = make_scanner(_Scan)(text, 0)
+    except StopIteration as exc:
+        raise ValueError(f"not JSON at {exc.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data at {end}")
+    return obj
 
 
 def _trusted(path: str) -> bool:
@@ -99,7 +133,7 @@ def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | N
         return None
     try:
         with open(entry_file, encoding="utf-8") as fh:
-            entry = json.loads(fh.read(), object_hook=tagged_hook)
+            entry = _loads(fh.read())
     except (OSError, ValueError, KeyError, TypeError):  # (KeyError, TypeError: a damaged Plan)
         return None
     if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
@@ -177,6 +211,8 @@ def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | N
             os.makedirs(os.path.dirname(entry_file), mode=0o700, exist_ok=True)
             tmp = entry_file[:-len(".json")] + f".{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            import json
+
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(entry, sort_keys=True))
             os.replace(tmp, entry_file)

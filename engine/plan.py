@@ -13,7 +13,6 @@ keep `from_dict(to_dict(plan)) == plan`.
 from __future__ import annotations
 
 import functools
-import json
 
 from .record import record
 
@@ -284,6 +283,8 @@ class Plan:
         return _to_plain(self)
 
     def to_json(self, indent: int | None = 2) -> str:
+        import json  # (not at the top: this module is imported before the keeper's fork)
+
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -292,6 +293,8 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
+        import json
+
         return cls.from_dict(json.loads(text))
 
     def to_tagged(self) -> dict[str, Any]:

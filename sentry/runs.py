@@ -16,7 +16,6 @@ RunRecord.dir.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -124,6 +123,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _write_json(path: str, data: Any) -> None:
+    import json  # (not at the top: this module is imported before the keeper's fork)
+
     tmp = os.path.splitext(path)[0] + ".tmp"
     _write_text(tmp, json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -191,6 +192,8 @@ def find_run(ref: str | None) -> Path:
 
 
 def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    import json
+
     try:
         with open(os.path.join(run_dir, STATUS), encoding="utf-8") as fh:
             return json.loads(fh.read())
@@ -199,6 +202,8 @@ def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_events(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    import json
+
     try:
         fh = open(os.path.join(run_dir, EVENTS), encoding="utf-8")
     except FileNotFoundError:
@@ -230,7 +235,10 @@ class EventWriter:
     so often and at exit); the caller serialises access."""
 
     def __init__(self, path: str | os.PathLike[str], buffered: bool = True) -> None:
+        import json
+
         self._fh: TextIO = open(path, "a", encoding="utf-8", buffering=(1 << 16) if buffered else 1)
+        self._dumps = json.dumps
         self.count = 0
 
     def fileno(self) -> int:
@@ -239,7 +247,7 @@ class EventWriter:
     def write(self, ev: dict[str, Any]) -> None:
         if "time" not in ev:
             ev["time"] = time.time()
-        self._fh.write(json.dumps(ev, ensure_ascii=False, default=str) + "\n")
+        self._fh.write(self._dumps(ev, ensure_ascii=False, default=str) + "\n")
         self.count += 1
 
     def flush(self) -> None:

@@ -89,3 +89,37 @@ def test_a_damaged_tagged_plan_is_refused_not_half_read() -> None:
     with pytest.raises(TypeError):
         Plan.from_tagged({"version": 1})  # an untagged dict is no Plan
     assert Source("f", 1, 2) == Source(file="f", line=1, col=2, text="")
+
+
+# -- the Plan cache reads its entries with the C JSON scanner alone ---------------------
+
+
+def test_the_cache_reader_reads_what_json_reads() -> None:
+    from sandboxctl.engine.cache import _loads
+
+    doc = {"a": [1, -2, 3.5, 1e-7, True, False, None], "s": "é\\u00e9\n\t\"q\" \\\\ 😀",
+           "n": {"deep": [[], {}, [{"x": "y"}]]}, "big": 2**70}
+    text = json.dumps(doc)
+    assert _loads(text) == json.loads(text) == doc
+    assert _loads(json.dumps(doc, ensure_ascii=False)) == doc
+    plan = _plan("default")
+    entry = json.dumps({"format": 2, "plan": plan.to_tagged()}, sort_keys=True)
+    assert Plan.from_tagged(_loads(entry)["plan"]) == plan
+    for bad in (text[:-1], text + "x", text + " {}", "", "{'a': 1}", '{"a": NaN}'):
+        with pytest.raises(ValueError):
+            _loads(bad)
+
+
+def test_the_cache_key_is_stable_and_sees_every_input(tmp_path) -> None:
+    from sandboxctl.engine.cache import _key
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text("x")
+    k = _key(prof, None, None)
+    assert k == _key(prof, None, None) == _key(prof, None, {}) and len(k) == 64
+    assert _key(prof, "shown", None) != k
+    assert _key(prof, None, {"a": 1}) != k != _key(prof, None, {"a": 2})
+    assert _key(prof, None, {"a": 1, "b": 2}) == _key(prof, None, {"b": 2, "a": 1})
+    other = tmp_path / "q.yaml"
+    other.write_text("x")
+    assert _key(other, None, None) != k

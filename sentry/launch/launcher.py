@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import signal
 import struct
@@ -106,16 +105,17 @@ class _ChildSetup:
 
 
 def _fail(err_w: int, exc: BaseException) -> NoReturn:
+    """Report a set-up error on the error pipe (as `type NUL message NUL hint`: after
+    pivot_root nothing more can be imported, json included) and exit 125."""
     if isinstance(exc, SandboxctlError):
         kind = type(exc).__name__ if type(exc).__name__ in _ERRORS else "SandboxError"
-        msg = {"type": kind, "message": exc.message, "hint": exc.hint}
+        parts = (kind, exc.message, exc.hint or "")
     elif isinstance(exc, OSError):
-        msg = {"type": "SandboxError", "message": f"sandbox set-up failed: {exc.strerror or exc}",
-               "hint": None}
+        parts = ("SandboxError", f"sandbox set-up failed: {exc.strerror or exc}", "")
     else:
-        msg = {"type": "SandboxError", "message": f"sandbox set-up failed: {exc!r}", "hint": None}
+        parts = ("SandboxError", f"sandbox set-up failed: {exc!r}", "")
     try:
-        os.write(err_w, json.dumps(msg).encode())
+        os.write(err_w, "\0".join(p.replace("\0", " ") for p in parts).encode(errors="replace"))
     finally:
         os._exit(125)
 
@@ -277,13 +277,15 @@ def _init(s: _ChildSetup) -> NoReturn:
 
 
 def _import_child_side(plan: Plan, have_bpf: bool = False) -> None:
-    """Import what the program's process runs after pivot_root, where this package and
-    libseccomp may not exist. Done by init (the program is its fork) before it builds
+    """Import what init and the program's process run where this package, the standard
+    library and libseccomp may not be reachable (building the root, after pivot_root). Done by init (the program is its fork) before it builds
     the root, not by the supervisor before the fork. With the filter ready as BPF
     (`have_bpf`, the usual case) that is only seccomp_child; otherwise pyseccomp and the
     filter code too (~3-5 ms). Nothing here starts a process (engine.libseccomp keeps
     pyseccomp from running `ldconfig -p`), which would take pid 2 in the sandbox's pid
     namespace."""
+    import glob  # noqa: F401  (mnt's deny globs, matched while the root is built)
+
     from .. import seccomp_child
 
     if not have_bpf:  # the program builds its filter: pyseccomp and engine.filter
@@ -356,12 +358,11 @@ def _read_error(err_r: int) -> SandboxctlError | None:
         chunks.append(data)
     if not chunks:
         return None
-    try:
-        msg = json.loads(b"".join(chunks))
-        cls = _ERRORS.get(msg.get("type"), SandboxError)
-        return cls(msg.get("message") or "sandbox set-up failed", hint=msg.get("hint"))
-    except ValueError:
-        return SandboxError("sandbox set-up failed: " + b"".join(chunks).decode(errors="replace"))
+    parts = b"".join(chunks).decode(errors="replace").split("\0")
+    if len(parts) != 3:
+        return SandboxError("sandbox set-up failed: " + " ".join(parts))
+    kind, message, hint = parts
+    return _ERRORS.get(kind, SandboxError)(message or "sandbox set-up failed", hint=hint or None)
 
 
 def _recv_report(sock: socket.socket) -> tuple[int, int] | None:

@@ -24,7 +24,6 @@ user namespace), in this order, like bubblewrap:
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import stat
 
@@ -349,6 +348,8 @@ def _dirs_above_mounts() -> frozenset[str]:
 def _whiteouts(rules: tuple[PathRule, ...], lower: str) -> tuple[str, ...]:
     """Sandbox paths of the root file system the `deny` rules name, reached without a
     symlink (those are hidden later, resolved inside the new root)."""
+    import glob  # (not at the top: this module is imported before the keeper's fork)
+
     out: set[str] = set()
     for rule in rules:
         pattern = rule.glob
@@ -464,6 +465,8 @@ def _deny_targets(rule: PathRule) -> list[str]:
     while pattern.endswith("/**") or pattern.endswith("/*"):
         pattern = pattern.rsplit("/", 1)[0]  # hiding the directory hides what is below it
     if any(c in pattern for c in "*?["):
+        import glob
+
         # a match may be a symlink: resolve it inside the sandbox's tree, never the host's
         return sorted({_in_root(m[len(NEWROOT):]) for m in glob.glob(NEWROOT + pattern)})
     resolved = _in_root(pattern or "/")
