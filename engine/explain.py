@@ -380,7 +380,7 @@ def parse_arg(text: str) -> int:
 
 def explain_syscall(plan: Plan, name: str, args: list[str], book: RiskBook) -> Answer:
     from .errors import SandboxctlError
-    from .filter import decide
+    from .decide import decide
     from .syscalls import all_names, number, suggest
 
     nr = number(name)

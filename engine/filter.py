@@ -10,14 +10,21 @@ so the filter cannot be sidestepped through another ABI.
 from __future__ import annotations
 
 import io
-from typing import Literal
+import os
 
+from .decide import decide, rule_matches  # noqa: F401  (here before engine/decide.py)
 from .libseccomp import load as _load_pyseccomp
-from .plan import ArgCond, DefaultAction, Plan, SyscallRule
+from .plan import ArgCond, DefaultAction, Plan
 
 sc = _load_pyseccomp()
 
-Platform = Literal["seccomp-notify", "ptrace"]
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Platform = Literal["seccomp-notify", "ptrace"]
+else:
+    Platform = str
 
 _OPS = {
     "eq": sc.EQ,
@@ -111,47 +118,12 @@ def export_bpf(plan: Plan, platform: Platform | None = None) -> bytes:
 
 
 def bpf_of(flt: sc.SyscallFilter) -> bytes:
-    """A built filter's classic-BPF program, as libseccomp would load it."""
-    import tempfile
-
-    with tempfile.TemporaryFile() as fh:
+    """A built filter's classic-BPF program, as libseccomp would load it (exported to a
+    memfd: no tempfile module, no file on disk)."""
+    with os.fdopen(os.memfd_create("sandboxctl-bpf", os.MFD_CLOEXEC), "w+b") as fh:
         flt.export_bpf(fh)
         fh.seek(0)
         return fh.read()
-
-
-def rule_matches(rule: SyscallRule, args: tuple[int, ...] | list[int]) -> bool:
-    """Evaluate a rule's argument conditions in Python, exactly as the kernel filter
-    does (64-bit unsigned comparisons). Used by the Sentry to name the rule that
-    decided a trapped call."""
-    for c in rule.args:
-        a = args[c.index] & 0xFFFFFFFFFFFFFFFF
-        v = c.value & 0xFFFFFFFFFFFFFFFF
-        if c.op == "eq":
-            ok = a == v
-        elif c.op == "ne":
-            ok = a != v
-        elif c.op == "lt":
-            ok = a < v
-        elif c.op == "le":
-            ok = a <= v
-        elif c.op == "gt":
-            ok = a > v
-        elif c.op == "ge":
-            ok = a >= v
-        else:  # masked_eq
-            ok = (a & c.mask) == v
-        if not ok:
-            return False
-    return True
-
-
-def decide(plan: Plan, nr: int, args: tuple[int, ...] | list[int]) -> SyscallRule | DefaultAction:
-    """The rule (or the default) that decides call `nr` with `args`, in Plan order."""
-    for rule in plan.seccomp.rules:
-        if rule.nr == nr and rule_matches(rule, args):
-            return rule
-    return plan.seccomp.default
 
 
 __all__ = ["build_filter", "export_pfc", "export_bpf", "bpf_of", "rule_matches", "decide",

@@ -11,7 +11,9 @@ _MAX_NR = 600
 
 @lru_cache(maxsize=1)
 def _table() -> tuple[dict[str, int], dict[int, str]]:
-    import pyseccomp as sc
+    from .libseccomp import load  # (pyseccomp without ctypes.util's ldconfig runs)
+
+    sc = load()
 
     by_name: dict[str, int] = {}
     by_nr: dict[int, str] = {}

@@ -121,11 +121,26 @@ def build_filter():
     return flt
 
 
-def load_filter(flt) -> None:
-    """no_new_privs, then load `flt` (build_filter's, built before the Gofer's fork)."""
+def filter_bpf() -> bytes:
+    """build_filter's program as classic BPF, from the cache when nothing it depends on
+    changed (engine/cache.py, own_filter_bpf)."""
+    from ..engine.cache import own_filter_bpf, source_stamp
+
+    def build() -> bytes:
+        from ..engine.filter import bpf_of
+
+        return bpf_of(build_filter())
+
+    return own_filter_bpf("gofer", (GOFER_ALLOWED, GOFER_FATAL, source_stamp(__file__)), build)
+
+
+def load_filter(bpf: bytes) -> None:
+    """no_new_privs, then load `bpf` (filter_bpf's, made before the Gofer's fork)."""
+    from ..sentry.seccomp_child import load_bpf
+
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    flt.load()
+    load_bpf(bpf, 0)
 
 
-__all__ = ["GOFER_ALLOWED", "GOFER_FATAL", "become", "build_filter", "load_filter", "cap_mask", "prctl",
+__all__ = ["GOFER_ALLOWED", "GOFER_FATAL", "become", "build_filter", "filter_bpf", "load_filter", "cap_mask", "prctl",
            "PR_SET_PDEATHSIG"]

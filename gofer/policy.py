@@ -9,9 +9,9 @@ canonical path (symlinks expanded, `..` applied) before it touches the file.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from ..engine.plan import GoferConfig, PathRule, SyntheticFile
+from ..engine.record import record
 
 # What a refusal names as its reason (wire protocol: Reply.rule_kind)
 RULE_NONE = 0
@@ -73,7 +73,8 @@ def _normalize_glob(glob: str) -> str:
     return glob
 
 
-class RuleSet(NamedTuple):
+@record
+class RuleSet:
     """One ordered list of glob rules compiled to a single regex with a group per rule."""
 
     rules: tuple[PathRule, ...]
@@ -109,7 +110,8 @@ class RuleSet(NamedTuple):
         return int(m.lastgroup[1:]) if m.lastgroup else -1  # type: ignore[index]
 
 
-class Policy(NamedTuple):
+@record
+class Policy:
     """The Gofer's path rules and synthetic files, compiled."""
 
     deny: RuleSet

@@ -35,12 +35,15 @@ import select
 import signal
 import socket
 import threading
-from typing import Any
 
 from ..engine.errors import SandboxError
 from ..engine.plan import Plan, SyntheticFile
 from ..sentry.forking import fork_flushed
 from ..sentry.launch.signals import reset_in_child
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -206,7 +209,7 @@ def spawn_gofer_early(plan: Plan,
     from .policy import Policy
 
     policy = Policy.from_config(plan.gofer, _synthetic(plan))
-    flt = confine.build_filter()  # built here, loaded by the Gofer once set up
+    flt = confine.filter_bpf()  # made here, loaded by the Gofer once set up
     sentry_end, gofer_end = conn if conn is not None else connection()
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go, gofer_go = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

@@ -34,7 +34,8 @@ import socket
 import struct
 import time
 from enum import IntEnum
-from typing import NamedTuple
+
+from ..engine.record import record
 
 MAGIC = b"GF"
 VERSION = 2
@@ -82,7 +83,8 @@ class ProtocolError(ValueError):
     """A message that does not follow this protocol."""
 
 
-class Request(NamedTuple):
+@record
+class Request:
     """A request (a NamedTuple: immutable, and cheap to build on the trap path)."""
 
     op: int
@@ -98,7 +100,8 @@ class Request(NamedTuple):
     a: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
-class Reply(NamedTuple):
+@record
+class Reply:
     errno: int = 0
     rule_kind: int = 0
     rule_index: int = -1

@@ -28,8 +28,8 @@ import select
 import socket
 import stat
 import threading
-from typing import NamedTuple
 
+from ..engine.record import record
 from . import sys as gsys
 from .policy import (RULE_DENY, RULE_MAGICLINK, RULE_NONE, RULE_READONLY, RULE_SYNTHETIC,
                      Policy)
@@ -60,7 +60,8 @@ class Refused(Exception):
         self.path = path
 
 
-class _Target(NamedTuple):
+@record
+class _Target:
     """What a probe found: an O_PATH descriptor and the canonical path."""
 
     fd: int  # O_PATH descriptor of the object (owned)

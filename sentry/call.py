@@ -14,9 +14,13 @@ Continue is only for calls the handler merely observed (execve, `log` rules).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Union
-
 from ..engine.plan import Plan
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Protocol, Union
+else:
+    Protocol = object  # Memory is a structural type for the checker alone
 
 
 class Call:
@@ -124,7 +128,10 @@ class InjectFd(_Decision):
         _set(self, "close", close)
 
 
-Decision = Union[Continue, Return, Errno, Kill, InjectFd]
+if TYPE_CHECKING:
+    Decision = Union[Continue, Return, Errno, Kill, InjectFd]
+else:
+    Decision = _Decision  # (a name for the annotations; every decision is one)
 
 
 class MemoryError_(OSError):
@@ -134,7 +141,10 @@ class MemoryError_(OSError):
 # -- the handler's view of the Sentry -------------------------------------------------
 
 
-EventSink = Callable[[dict[str, Any]], None]
+if TYPE_CHECKING:
+    EventSink = Callable[[dict[str, Any]], None]
+else:
+    EventSink = Handler = object  # (names for the annotations)
 
 
 class SentryContext:
@@ -161,7 +171,8 @@ class SentryContext:
         self.emit(ev)
 
 
-Handler = Callable[[SentryContext, Call, Memory], Decision]
+if TYPE_CHECKING:
+    Handler = Callable[[SentryContext, Call, Memory], Decision]
 
 __all__ = ["Call", "Memory", "Continue", "Return", "Errno", "Kill", "InjectFd", "Decision",
            "MemoryError_", "SentryContext", "Handler", "EventSink"]

@@ -103,14 +103,32 @@ def build_sentry_filter(listener_ioctls: tuple[int, ...]):
     return flt
 
 
-def confine(flt) -> None:
-    """No capability, no_new_privs, then the Sentry's filter (`flt`: build_sentry_filter's,
-    built before the Sentry's fork). Threads started before this get the filter too
+def sentry_filter_bpf(listener_ioctls: tuple[int, ...]) -> bytes:
+    """build_sentry_filter's program as classic BPF, from the cache when nothing it
+    depends on changed (engine/cache.py, own_filter_bpf): the launcher then imports no
+    pyseccomp before the Sentry's fork."""
+    from ..engine.cache import own_filter_bpf, source_stamp
+
+    def build() -> bytes:
+        from ..engine.filter import bpf_of
+
+        return bpf_of(build_sentry_filter(listener_ioctls))
+
+    return own_filter_bpf("sentry", (tuple(listener_ioctls), SENTRY_ALLOWED, SENTRY_FATAL,
+                                     source_stamp(__file__)), build)
+
+
+def confine(bpf: bytes) -> None:
+    """No capability, no_new_privs, then the Sentry's filter (`bpf`: sentry_filter_bpf's,
+    made before the Sentry's fork). Threads started before this get the filter too
     (TSYNC)."""
+    from .seccomp_child import SECCOMP_FILTER_FLAG_TSYNC, load_bpf
+
     drop_capabilities()
     no_new_privs()
-    flt.load()
+    if load_bpf(bpf, SECCOMP_FILTER_FLAG_TSYNC) != 0:  # (a thread id: that one is not in sync)
+        raise OSError(_errno.EBUSY, "seccomp: a thread of the Sentry could not take its filter")
 
 
-__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "build_sentry_filter", "drop_capabilities",
+__all__ = ["SENTRY_ALLOWED", "SENTRY_FATAL", "confine", "build_sentry_filter", "sentry_filter_bpf", "drop_capabilities",
            "no_new_privs"]

@@ -8,24 +8,38 @@ Unknown calls print their arguments in hex.
 from __future__ import annotations
 
 import errno as _errno
+import functools
+import os
 from .call import Memory
 
 # -- syscall names --------------------------------------------------------------------
 
-def syscall_name(nr: int) -> str:
-    """The name of one x86_64 syscall number, from libseccomp's table (in memory: no
-    system call); `syscall_<nr>` for a number it does not know. One lookup, not the whole
-    table (engine.syscalls builds that, 600 lookups, ~2 ms: not on the Sentry's way to
-    its first served call); the Dispatcher keeps the names it has seen."""
-    if 0 <= nr < 512:
-        import pyseccomp as sc
+@functools.lru_cache(maxsize=1)
+def syscall_names() -> tuple[str, ...]:
+    """Every x86_64 syscall name by number, 0-511 ("" where libseccomp knows none): from
+    the cache (engine/cache.py, own_cached), made with libseccomp only when the cache has
+    none. The supervisor reads it before it forks the Sentry (supervisor.warm), which
+    then names any call without pyseccomp (it cannot import anything once confined)."""
+    from ..engine.cache import own_cached, source_stamp
+    from ..engine import syscalls
 
-        try:
-            raw = sc.resolve_syscall(sc.Arch.X86_64, nr)
-            if raw:
-                return raw.decode()
-        except (OSError, ValueError, TypeError):
-            pass
+    def build() -> bytes:
+        return "\n".join(syscalls.name_of(nr) or "" for nr in range(512)).encode()
+
+    lib = "/usr/lib/x86_64-linux-gnu/libseccomp.so.2"  # (a newer one may know more names)
+    stamp = (source_stamp(syscalls.__file__),
+             source_stamp(lib) if os.path.exists(lib) else None)
+    text = own_cached("syscall-names", stamp, build, lambda c: c.count(b"\n") == 511)
+    return tuple(text.decode().split("\n"))
+
+
+def syscall_name(nr: int) -> str:
+    """The name of one x86_64 syscall number (syscall_names); `syscall_<nr>` for a number
+    it does not know."""
+    if 0 <= nr < 512:
+        name = syscall_names()[nr]
+        if name:
+            return name
     return f"syscall_{nr}"
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ..engine.plan import Plan
 from .forking import close_fds_except, fork_flushed
 from .launch import kernel
 from .runs import RunRecord, new_run
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
 if TYPE_CHECKING:
+    from typing import Callable, Mapping, Sequence
     from .supervisor import SentryHandle
 
 

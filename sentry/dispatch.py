@@ -16,19 +16,24 @@ What the rule's action means for a trapped call:
 from __future__ import annotations
 
 import errno as _errno
-from typing import Any, NamedTuple
 
-from ..engine.filter import decide
+from ..engine.decide import decide
 from ..engine.plan import DefaultAction, Plan, SyscallRule
 from .call import Call, Continue, Decision, Errno, Handler, Kill, Memory, SentryContext
 from .decode import decode, errno_name, syscall_name
 from .dispatch_util import read_comm
 from .table import Entry, load_table, resolve
+from ..engine.record import record
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 NR_MAX = 512
 
 
-class Slot(NamedTuple):
+@record
+class Slot:
     """How one syscall number is served."""
 
     rule: SyscallRule | DefaultAction | None  # fixed rule; None: decide per call by args

@@ -48,7 +48,6 @@ import socket
 import stat
 import struct
 import threading
-from typing import Any, Callable, NamedTuple
 
 from ..gofer import sys as gsys
 from ..gofer.client import GoferClient, GoferGone
@@ -58,6 +57,11 @@ from ..gofer.protocol import (HANDLE_ROOT, OPEN_NO_WAIT, REPLY_CACHEABLE, WOULD_
 from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Memory, Return, SentryContext
 from .dispatch_util import Deferred, defers, read_comm
 from .table import Entry
+from ..engine.record import record
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 AT_FDCWD = -100
 O_CLOEXEC = os.O_CLOEXEC
@@ -72,7 +76,8 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-class _Task(NamedTuple):
+@record
+class _Task:
     """A thread's ids: host thread group, and pid/tid in the sandbox's pid namespace."""
 
     tgid: int  # host view

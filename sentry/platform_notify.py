@@ -21,12 +21,15 @@ import signal
 import struct
 import threading
 import time
-from typing import Callable
 
 from .call import Call, Continue, Decision, Errno, InjectFd, Kill, Return
 from .dispatch import Dispatcher
 from .dispatch_util import Deferred
 from .seccomp_child import NR_SECCOMP
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Callable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl

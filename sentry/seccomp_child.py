@@ -20,15 +20,19 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from typing import Mapping, NoReturn, Sequence
 
 # The child runs after pivot_root, where this package and libseccomp may not exist: the
 # launcher imports this module (and, if the filter is to be built here, prepare_build's
 # modules) beforehand.
 from ..engine.plan import Plan
 
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Mapping, NoReturn, Sequence
+
 NR_SECCOMP = 317  # x86_64
 SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1 << 0
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 
 

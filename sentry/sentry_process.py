@@ -21,11 +21,15 @@ import select
 import signal
 import threading
 import time
-from typing import Any, Callable, NamedTuple, TextIO
 
 from .forking import close_fds_except, fork_flushed
 from .runs import EventWriter, RunRecord
 from .supervisor import FAILED, SentryHandle, pidfd_kill, pidfd_open
+from ..engine.record import record
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, TextIO
 
 EXIT_FAILED = 70  # the Sentry's exit status when it failed (EX_SOFTWARE)
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN,
@@ -99,7 +103,8 @@ def isolate_fds(gofer_sock: Any, *keep: int) -> None:
     close_fds_except(fds)
 
 
-class SentryOutput(NamedTuple):
+@record
+class SentryOutput:
     """The Sentry's files: the run's events (buffered) and, with debug, its log.
 
     emit and flush share one lock (blocking handlers emit from worker threads); log is

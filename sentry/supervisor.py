@@ -24,11 +24,14 @@ import select
 import signal
 import threading
 import time
-from typing import Any
 
 from ..engine.errors import HostError, SandboxError
 from ..engine.plan import Plan
 from .runs import RunRecord
+
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 NR_PIDFD_SEND_SIGNAL = 424
 NR_PIDFD_OPEN = 434
@@ -197,9 +200,11 @@ def warm() -> None:
     may call this while the sandboxed child sets itself up; start_sentry calls it anyway,
     so the forked Sentry starts serving without importing anything."""
     from . import dispatch, platform_notify, sentry_process  # noqa: F401
+    from .decode import syscall_names
     from .table import load_table
 
     load_table()
+    syscall_names()  # (the Sentry cannot read it once confined: decode.py)
 
 
 def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord,
@@ -276,7 +281,7 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
     EarlySentry.hand_over() gives it the sandbox's listener."""
     import socket
 
-    from .confine import build_sentry_filter
+    from .confine import sentry_filter_bpf
     from .platform_notify import UnsupportedKernel, listener_ioctls, notif_sizes
 
     warm()
@@ -287,7 +292,7 @@ def fork_sentry_early(plan: Plan, run: RunRecord, gofer_sock: Any = None, debug:
                         hint="use Linux 5.5 or newer, or --platform ptrace") from exc
     # built here, loaded by the Sentry (its set-up runs while the sandbox builds itself,
     # on a machine as busy as it gets: the less it does, the sooner it is ready)
-    flt = build_sentry_filter(listener_ioctls(sizes))
+    flt = sentry_filter_bpf(listener_ioctls(sizes))
     from .sentry_process import fork_sentry
 
     ctl, sentry_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

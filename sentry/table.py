@@ -16,14 +16,21 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from typing import Literal, NamedTuple
 
+from ..engine.record import record
 from .call import Handler
 
-Status = Literal["supported", "partial", "unimplemented"]
+TYPE_CHECKING = False  # typing stays off apply's start-up path (engine/record.py)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Status = Literal["supported", "partial", "unimplemented"]
+else:
+    Status = str
 
 
-class Entry(NamedTuple):
+@record
+class Entry:
     """One handler of the Sentry's table: what serves a syscall, its status and note."""
 
     handler: str | None  # "module:function", None for unimplemented calls

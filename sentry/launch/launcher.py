@@ -387,10 +387,8 @@ _GOFER_MODULES = ("process", "policy", "confine", "sys", "server")
 
 
 def _warm_imports(plan: Plan) -> None:
-    # pyseccomp: the Sentry and the Gofer confine themselves with it right after the fork
-    from ...engine.libseccomp import load as load_pyseccomp
-
-    load_pyseccomp()  # without its two `ldconfig -p` runs
+    # (no pyseccomp: the Sentry's and the Gofer's filters come as BPF from the cache,
+    # sentry/confine.py and gofer/confine.py; built only when the cache has none)
     names = [f"sandboxctl.sentry.{m}" for m in _SENTRY_MODULES]
     if plan.gofer.mediation == "gofer":
         names += [f"sandboxctl.gofer.{m}" for m in _GOFER_MODULES]
