@@ -9,6 +9,9 @@ program times its own loop, so start-up is not counted:
   uname   M uname(2) calls: a trapped call, served by the Sentry (one user-notification
           round trip plus Python): the price of one trapped call, in microseconds
 
+and, natively, the read loop under the cheapest seccomp filter there is (one instruction,
+allow): the floor any seccomp-based sandbox pays for an allowed call on this kernel.
+
     bench/syscall_loop.py                       # 1,000,000 reads, 20,000 unames
     bench/syscall_loop.py --count 100000 --no-runsc
     bench/syscall_loop.py --apply               # through `sandboxctl apply` (namespaces too)
@@ -35,13 +38,25 @@ LOOP_C = r"""
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 int main(int argc, char **argv) {
     long n = atol(argv[2]); char c; struct utsname u;
     int fd = open("/dev/zero", O_RDONLY);
     if (fd < 0) return 4;
+    if (!strcmp(argv[1], "read-floor")) {
+        /* the cheapest seccomp filter there is (one instruction: allow): what having any
+           filter at all costs a call on this kernel */
+        struct sock_filter f[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+        struct sock_fprog prog = { 1, f };
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+            syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) return 5;
+    }
     /* read: the thread's CPU time (user + kernel), which other load on the machine does
        not inflate; uname: wall time, since the caller sleeps while the Sentry works */
-    int read_mode = !strcmp(argv[1], "read");
+    int read_mode = !strncmp(argv[1], "read", 4);
     clockid_t clk = read_mode ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
     struct timespec a, b; clock_gettime(clk, &a);
     if (read_mode) { for (long i = 0; i < n; i++) if (read(fd, &c, 1) != 1) return 2; }
@@ -146,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             how, how_pt = "sandboxctl (Sentry)", "sandboxctl ptrace"
         n, m = args.count, args.uname_count
         # Interleaved, best of N: the machine's noise hits both sides alike.
-        nat_read = sbx_read = nat_un = sbx_un = pt_read = pt_un = 1 << 62
+        nat_read = sbx_read = nat_un = sbx_un = pt_read = pt_un = floor_read = 1 << 62
         for _ in range(args.repeat):
             nat_read = min(nat_read, run_native(exe, "read", n))
+            floor_read = min(floor_read, run_native(exe, "read-floor", n))
             sbx_read = min(sbx_read, sbx("read", n))
             pt_read = min(pt_read, sbx_pt("read", n))
             nat_un = min(nat_un, run_native(exe, "uname", m))
@@ -162,14 +178,19 @@ def main(argv: list[str] | None = None) -> int:
             rs_un = run_runsc(exe, "uname", min(m, 5000))
             rows.append(("runsc ptrace", rs_read / rn, rs_un / min(m, 5000)))
         rows.append((how_pt, pt_read / n, pt_un / m))
+        floor = floor_read / n
         print(f"{n:,} x read(2) of 1 byte from /dev/zero (allowed; CPU time); "
               f"{m:,} x uname(2) (trapped; wall time)")
         print(f"{'':24} {'read ns/call':>13} {'vs native':>10} {'uname us/call':>14} {'vs native':>10}")
         for name, r, u in rows:
             print(f"{name:24} {r:13.1f} {r / rows[0][1]:9.2f}x {u / 1000:14.2f} {u / rows[0][2]:9.1f}x")
+        print(f"{'seccomp floor (allow-all)':24} {floor:13.1f} {floor / rows[0][1]:9.2f}x")
         sb = rows[1]
         pt = rows[-1]
-        print(f"\nallowed-call ratio sandboxctl/native: {sb[1] / rows[0][1]:.3f} (target <= 1.1)")
+        print(f"\nallowed-call ratio sandboxctl/native: {sb[1] / rows[0][1]:.3f} (target <= 1.1); "
+              f"against the seccomp floor: {sb[1] / floor:.3f}")
+        print(f"seccomp floor/native: {floor / rows[0][1]:.3f} (one allow-all instruction: what "
+              f"any seccomp filter costs an allowed call here)")
         print(f"allowed-call ratio sandboxctl ptrace/native: {pt[1] / rows[0][1]:.3f} "
               f"(target <= 1.2)")
         if use_runsc:

@@ -121,6 +121,9 @@ def test_documented_bench_command():
     ratio = [l for l in p.stdout.splitlines() if l.startswith("allowed-call ratio sandboxctl/native")]
     assert ratio and float(ratio[0].split(":")[1].split()[0]) < 3  # loose: CI machines are noisy
     assert "trapped call: sandboxctl" in p.stdout
+    # the seccomp floor (an allow-all filter) measured in the same run
+    floor = [l for l in p.stdout.splitlines() if l.startswith("seccomp floor/native")]
+    assert floor and 0.9 < float(floor[0].split(":")[1].split()[0]) < 3
     # the ptrace platform side by side (issue 7)
     pt = [l for l in p.stdout.splitlines() if l.startswith("allowed-call ratio sandboxctl ptrace/")]
     assert pt and float(pt[0].split(":")[1].split()[0]) < 3
