@@ -284,9 +284,10 @@ def _import_child_side(plan: Plan, have_bpf: bool = False) -> None:
     filter code too (~3-5 ms). Nothing here starts a process (engine.libseccomp keeps
     pyseccomp from running `ldconfig -p`), which would take pid 2 in the sandbox's pid
     namespace."""
-    import glob  # noqa: F401  (mnt's deny globs, matched while the root is built)
-
     from .. import seccomp_child
+
+    if any(mnt.has_wildcards(r.glob) for r in plan.gofer.deny):
+        import glob  # noqa: F401  (mnt matches these while it builds the root)
 
     if not have_bpf:  # the program builds its filter: pyseccomp and engine.filter
         seccomp_child.prepare_build()

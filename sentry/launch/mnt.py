@@ -345,11 +345,23 @@ def _dirs_above_mounts() -> frozenset[str]:
     return frozenset(OLDROOT + p if p != "/" else OLDROOT for p in out)
 
 
+def has_wildcards(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _matches(pattern: str) -> list[str]:
+    """glob.glob(pattern); for a pattern without wildcards, without glob (which imports
+    re: init imports only what its profile needs, launcher._import_child_side)."""
+    if has_wildcards(pattern):
+        import glob
+
+        return glob.glob(pattern)
+    return [pattern] if os.path.lexists(pattern) else []
+
+
 def _whiteouts(rules: tuple[PathRule, ...], lower: str) -> tuple[str, ...]:
     """Sandbox paths of the root file system the `deny` rules name, reached without a
     symlink (those are hidden later, resolved inside the new root)."""
-    import glob  # (not at the top: this module is imported before the keeper's fork)
-
     out: set[str] = set()
     for rule in rules:
         pattern = rule.glob
@@ -357,7 +369,7 @@ def _whiteouts(rules: tuple[PathRule, ...], lower: str) -> tuple[str, ...]:
             pattern = pattern.rsplit("/", 1)[0]
         if not pattern.startswith("/") or pattern == "/":
             continue
-        for m in glob.glob(lower + pattern):
+        for m in _matches(lower + pattern):
             rel = m[len(lower):]
             if rel.count("/") > 1 and os.path.realpath(m) == os.path.normpath(m):
                 out.add(rel)  # not a top-level name: those are skeleton names, removed later
@@ -464,11 +476,9 @@ def _deny_targets(rule: PathRule) -> list[str]:
     pattern = rule.glob
     while pattern.endswith("/**") or pattern.endswith("/*"):
         pattern = pattern.rsplit("/", 1)[0]  # hiding the directory hides what is below it
-    if any(c in pattern for c in "*?["):
-        import glob
-
+    if has_wildcards(pattern):
         # a match may be a symlink: resolve it inside the sandbox's tree, never the host's
-        return sorted({_in_root(m[len(NEWROOT):]) for m in glob.glob(NEWROOT + pattern)})
+        return sorted({_in_root(m[len(NEWROOT):]) for m in _matches(NEWROOT + pattern)})
     resolved = _in_root(pattern or "/")
     return [resolved] if os.path.lexists(resolved) else []
 
