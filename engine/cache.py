@@ -254,9 +254,9 @@ def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | N
         try:
             os.makedirs(os.path.dirname(entry_file), mode=0o700, exist_ok=True)
             tmp = entry_file[:-len(".json")] + f".{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            import json
+            import json  # (a cache miss: compiling imported it already)
 
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(entry, sort_keys=True))
             os.replace(tmp, entry_file)

@@ -19,9 +19,10 @@ def syscall_names() -> tuple[str, ...]:
     """Every x86_64 syscall name by number, 0-511 ("" where libseccomp knows none): from
     the cache (engine/cache.py, own_cached), made with libseccomp only when the cache has
     none. The supervisor reads it before it forks the Sentry (supervisor.warm), which
-    then names any call without pyseccomp (it cannot import anything once confined)."""
-    from ..engine.cache import own_cached, source_stamp
+    then names any call without libseccomp: once confined, the Sentry could not load it
+    (pyseccomp's import calls uname(2), which the Sentry's filter refuses)."""
     from ..engine import syscalls
+    from ..engine.cache import own_cached, source_stamp
 
     def build() -> bytes:
         return "\n".join(syscalls.name_of(nr) or "" for nr in range(512)).encode()
