@@ -56,12 +56,10 @@ def _engine_stamp() -> list[Any]:
     files += [os.path.join(profiles_path(), "schema.json"), os.path.join(profiles_path(), "groups.yaml")]
     out: list[Any] = []
     for f in files:
-        name = os.path.basename(f)
         try:
-            st = os.stat(f)
-            out.append([name, st.st_mtime_ns, st.st_size])
+            out.append(source_stamp(f))
         except OSError:
-            out.append([name, None, None])
+            out.append((os.path.basename(f), None, None))
     return out
 
 
@@ -120,29 +118,15 @@ def own_cached(kind: str, stamp: Any, build: Callable[[], bytes],
     """Something sandboxctl makes with libseccomp for itself, kept in the cache: `stamp`
     is everything it depends on, `build()` makes it when the cache has none for that
     stamp (with pyseccomp: the import alone, with the typing it brings, is ~3 ms of
-    `apply`'s start-up that a cached copy saves). Trusted as a cached Plan is
-    (_trusted); a copy `valid` refuses is made again."""
+    `apply`'s start-up that a cached copy saves). A copy `valid` refuses is made again."""
     key = _sha256(repr((CACHE_FORMAT, kind, stamp)).encode()).hexdigest()
     path = os.path.join(_cache_path(), f"own-{kind}-{key}")
-    if _trusted(path):
-        try:
-            with open(path, "rb") as fh:
-                code = fh.read()
-            if valid(code):
-                return code
-        except OSError:
-            pass
-    code = build()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(code)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # not cached: made again next time
-    return code
+    data = read_trusted(path)
+    if data is not None and valid(data):
+        return data
+    data = build()
+    write_private(path, data)
+    return data
 
 
 def own_filter_bpf(name: str, stamp: Any, build: Callable[[], bytes]) -> bytes:
@@ -150,11 +134,16 @@ def own_filter_bpf(name: str, stamp: Any, build: Callable[[], bytes]) -> bytes:
     the Gofer's; `stamp`: the rule lists, the kernel's ioctl numbers, the builder's
     source), through own_cached; anything but a non-empty multiple of 8 bytes is made
     again."""
-    return own_cached(f"{name}.bpf", stamp, build, lambda c: bool(c) and len(c) % 8 == 0)
+    return own_cached(f"{name}.bpf", stamp, build, _is_bpf)
+
+
+def _is_bpf(code: bytes) -> bool:
+    """Whole classic-BPF instructions (8 bytes each), at least one."""
+    return bool(code) and len(code) % 8 == 0
 
 
 def source_stamp(module_file: str) -> tuple[str, int, int]:
-    """What identifies a module's source for own_filter_bpf's stamp."""
+    """What identifies a source file in a cache stamp (name, mtime, size)."""
     st = os.stat(module_file)
     return os.path.basename(module_file), st.st_mtime_ns, st.st_size
 
@@ -172,14 +161,39 @@ def _trusted(path: str) -> bool:
     return True
 
 
-def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | None:
-    if not _trusted(entry_file):
+def read_trusted(path: str) -> bytes | None:
+    """A cache file's bytes, if _trusted; None if not, or if it cannot be read."""
+    if not _trusted(path):
         return None
     try:
-        with open(entry_file, encoding="utf-8") as fh:
-            entry = _loads(fh.read())
-    except (OSError, ValueError, KeyError, TypeError):  # (KeyError, TypeError: a damaged Plan)
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
         return None
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Put a cache file in place whole (a private temporary file renamed over it), in a
+    folder only this user may enter. Failing is not an error: it is made again next time."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | None:
+    raw = read_trusted(entry_file)
+    if raw is None:
+        return None
+    try:
+        entry = _loads(raw.decode())
+    except (ValueError, KeyError, TypeError):  # (ValueError: not UTF-8 or not JSON;
+        return None                           # KeyError, TypeError: a damaged Plan)
     if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
         return None
     if need_filter and not entry.get("filter_ok"):
@@ -201,7 +215,7 @@ def _lookup(entry_file: str, need_filter: bool) -> tuple[Plan, bytes | None] | N
             code = bytes.fromhex(bpf) if isinstance(bpf, str) else b""
         except ValueError:
             return None
-        if not code or len(code) % 8:
+        if not _is_bpf(code):
             return None
     return plan, code
 
@@ -251,17 +265,9 @@ def compile_cached_with_filter(path: str | os.PathLike[str], *, display: str | N
                  "files": {str(p): _sha(p) for p in res.paths}}
         if code is not None:
             entry["bpf_notify"] = code.hex()
-        try:
-            os.makedirs(os.path.dirname(entry_file), mode=0o700, exist_ok=True)
-            tmp = entry_file[:-len(".json")] + f".{os.getpid()}.tmp"
-            import json  # (a cache miss: compiling imported it already)
+        import json  # (a cache miss: compiling imported it already)
 
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(entry, sort_keys=True))
-            os.replace(tmp, entry_file)
-        except OSError:
-            pass
+        write_private(entry_file, json.dumps(entry, sort_keys=True).encode())
     return plan, code
 
 

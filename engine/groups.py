@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,26 +36,20 @@ def load_groups(path: str | None = None) -> dict[str, Group]:
 
     import hashlib  # here, not at the top: `apply` imports this module but never comes here
 
-    cached = cache_dir() / f"groups-{hashlib.sha256(data).hexdigest()[:32]}.json"
-    from .cache import _trusted
+    cached = str(cache_dir() / f"groups-{hashlib.sha256(data).hexdigest()[:32]}.json")
+    from .cache import read_trusted, write_private
 
-    try:
-        if _trusted(cached):
-            table = json.loads(cached.read_text())
+    raw = read_trusted(cached)
+    if raw is not None:
+        try:
+            table = json.loads(raw)
             return {n: Group(n, g["description"], tuple(g["syscalls"])) for n, g in table.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
     out = _parse_groups(file, data)
-    try:
-        cached.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps({g.name: {"description": g.description, "syscalls": list(g.members)}
-                                 for g in out.values()}))
-        os.replace(tmp, cached)
-    except OSError:
-        pass
+    write_private(cached, json.dumps({g.name: {"description": g.description,
+                                               "syscalls": list(g.members)}
+                                      for g in out.values()}).encode())
     return out
 
 

@@ -8,40 +8,18 @@ Unknown calls print their arguments in hex.
 from __future__ import annotations
 
 import errno as _errno
-import functools
-import os
+
+from ..engine import syscalls
 from .call import Memory
 
 # -- syscall names --------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
-def syscall_names() -> tuple[str, ...]:
-    """Every x86_64 syscall name by number, 0-511 ("" where libseccomp knows none): from
-    the cache (engine/cache.py, own_cached), made with libseccomp only when the cache has
-    none. The supervisor reads it before it forks the Sentry (supervisor.warm), which
-    then names any call without libseccomp: once confined, the Sentry could not load it
-    (pyseccomp's import calls uname(2), which the Sentry's filter refuses)."""
-    from ..engine import syscalls
-    from ..engine.cache import own_cached, source_stamp
-
-    def build() -> bytes:
-        return "\n".join(syscalls.name_of(nr) or "" for nr in range(512)).encode()
-
-    lib = "/usr/lib/x86_64-linux-gnu/libseccomp.so.2"  # (a newer one may know more names)
-    stamp = (source_stamp(syscalls.__file__),
-             source_stamp(lib) if os.path.exists(lib) else None)
-    text = own_cached("syscall-names", stamp, build, lambda c: c.count(b"\n") == 511)
-    return tuple(text.decode().split("\n"))
-
-
 def syscall_name(nr: int) -> str:
-    """The name of one x86_64 syscall number (syscall_names); `syscall_<nr>` for a number
-    it does not know."""
-    if 0 <= nr < 512:
-        name = syscall_names()[nr]
-        if name:
-            return name
-    return f"syscall_{nr}"
+    """The name of one x86_64 syscall number (engine.syscalls' table, which the supervisor
+    loads before it forks the Sentry: supervisor.warm); `syscall_<nr>` for a number it
+    does not know."""
+    name = syscalls.name_of(nr) if 0 <= nr < syscalls.NATIVE_LIMIT else None
+    return name or f"syscall_{nr}"
 
 
 def errno_name(e: int) -> str:

@@ -199,12 +199,12 @@ def warm() -> None:
     """Import everything the Sentry will need (handler families included). The launcher
     may call this while the sandboxed child sets itself up; start_sentry calls it anyway,
     so the forked Sentry starts serving without importing anything."""
+    from ..engine.syscalls import name_of
     from . import dispatch, platform_notify, sentry_process  # noqa: F401
-    from .decode import syscall_names
     from .table import load_table
 
     load_table()
-    syscall_names()  # (the Sentry cannot read it once confined: decode.py)
+    name_of(0)  # the syscall names: the Sentry cannot load libseccomp once confined
 
 
 def start_sentry(plan: Plan, child_pid: int, listener_fdnum: int, run: RunRecord,
