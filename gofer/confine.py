@@ -12,6 +12,9 @@ import ctypes
 import errno as _errno
 import os
 
+# (imported here, not where the filter is loaded: by then the Gofer is chrooted)
+from ..sentry.seccomp_child import load_bpf
+
 GOFER_ALLOWED: tuple[str, ...] = (
     # the interpreter and its threads
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "futex", "set_robust_list",
@@ -136,8 +139,6 @@ def filter_bpf() -> bytes:
 
 def load_filter(bpf: bytes) -> None:
     """no_new_privs, then load `bpf` (filter_bpf's, made before the Gofer's fork)."""
-    from ..sentry.seccomp_child import load_bpf
-
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     load_bpf(bpf, 0)
 

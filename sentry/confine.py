@@ -9,6 +9,8 @@ import ctypes
 import errno as _errno
 import os
 
+from .seccomp_child import SECCOMP_FILTER_FLAG_TSYNC, load_bpf
+
 # What the loop, its worker threads, the handlers and the event writer use.
 SENTRY_ALLOWED: tuple[str, ...] = (
     # memory and the interpreter
@@ -122,8 +124,6 @@ def confine(bpf: bytes) -> None:
     """No capability, no_new_privs, then the Sentry's filter (`bpf`: sentry_filter_bpf's,
     made before the Sentry's fork). Threads started before this get the filter too
     (TSYNC)."""
-    from .seccomp_child import SECCOMP_FILTER_FLAG_TSYNC, load_bpf
-
     drop_capabilities()
     no_new_privs()
     if load_bpf(bpf, SECCOMP_FILTER_FLAG_TSYNC) != 0:  # (a thread id: that one is not in sync)
