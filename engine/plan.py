@@ -300,7 +300,7 @@ class Plan:
     def to_tagged(self) -> dict[str, Any]:
         """JSON-shaped, each record a dict that names its type under "@": the Plan cache's
         form, read back by from_tagged without the type hints (engine/cache.py)."""
-        return _to_tagged(self)
+        return _to_plain(self, tagged=True)
 
     @classmethod
     def from_tagged(cls, data: Any) -> "Plan":
@@ -325,21 +325,16 @@ def _is_record(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
 
 
-def _to_plain(value: Any) -> Any:
+def _to_plain(value: Any, tagged: bool = False) -> Any:
+    """JSON-shaped: records as dicts (with `tagged`, naming their type under "@"),
+    tuples as lists."""
     if _is_record(type(value)):  # a dict, not a list
-        return {name: _to_plain(getattr(value, name)) for name in value._fields}
-    if isinstance(value, (tuple, list)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _to_tagged(value: Any) -> Any:
-    if _is_record(type(value)):
-        out = {name: _to_tagged(getattr(value, name)) for name in value._fields}
-        out["@"] = type(value).__name__
+        out = {name: _to_plain(getattr(value, name), tagged) for name in value._fields}
+        if tagged:
+            out["@"] = type(value).__name__
         return out
     if isinstance(value, (tuple, list)):
-        return [_to_tagged(v) for v in value]
+        return [_to_plain(v, tagged) for v in value]
     return value
 
 
