@@ -146,9 +146,21 @@ class FsState:
             return -1
         return rep.fd
 
-    def open_ahead(self, key: tuple[bytes, int], task: _Task) -> None:
-        """Ask the Gofer, without waiting, to open `key` again for the program's next
-        open of it."""
+    def opened(self, key: tuple[bytes, int]) -> None:
+        """The Gofer answered an open of `key` it marked cacheable: the second such open
+        starts opening it ahead."""
+        seen = self.seen
+        if key in seen:
+            self.open_ahead(key)
+            return
+        if len(seen) >= _SEEN_MAX:
+            seen.clear()
+        seen.add(key)
+
+    def open_ahead(self, key: tuple[bytes, int]) -> None:
+        """Ask the Gofer, without waiting, to open `key` again for the program's next open
+        of it. (No caller ids: a name it marks cacheable is outside /proc, the only place
+        where the caller matters.)"""
         ahead = self.ahead
         if key in ahead or not self.cache_on:
             return
@@ -157,8 +169,8 @@ class FsState:
                 self.client.forget(ahead.pop(next(iter(ahead)))[0])
             except (KeyError, StopIteration, RuntimeError):
                 return
-        req = Request(Op.OPEN, key[0], HANDLE_ROOT, flags=key[1] | O_CLOEXEC, pid=task.nspid,
-                      tid=task.nstid, a=(OPEN_NO_WAIT, 0, 0, 0))
+        req = Request(Op.OPEN, key[0], HANDLE_ROOT, flags=key[1] | O_CLOEXEC,
+                      a=(OPEN_NO_WAIT, 0, 0, 0))
         gen = self.gen
         try:
             entry = (self.client.submit(req), gen)
@@ -391,7 +403,8 @@ def _simple(ctx: SentryContext, call: Call, st: FsState, req: Request, fds: list
 
 def _open(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: int, flags: int,
           mode: int) -> Decision:
-    def attempt(st: FsState, name: bytes, no_wait: int) -> Decision | None:
+    def attempt(st: FsState, name: bytes, key: tuple[bytes, int] | None,
+                no_wait: int) -> Decision | None:
         w = _where(st, call, dirfd, name)
         try:
             req = Request(Op.OPEN, w.name, w.handle, flags=flags, mode=mode, a=(no_wait, 0, 0, 0))
@@ -402,32 +415,27 @@ def _open(ctx: SentryContext, call: Call, mem: Memory, dirfd: int, path_addr: in
             return None if rep.errno == WOULD_BLOCK else Errno(rep.errno)
         if rep.fd < 0:
             return Errno(E.EIO)
-        if rep.flags & REPLY_CACHEABLE and name[:1] == b"/" and not flags & _NOT_AHEAD:
-            key = (name, flags & ~O_CLOEXEC)
-            if key in st.seen:  # opened again: from now on, opened ahead
-                st.open_ahead(key, st.task(call.pid))
-            else:
-                if len(st.seen) >= _SEEN_MAX:
-                    st.seen.clear()
-                st.seen.add(key)
+        if key is not None and rep.flags & REPLY_CACHEABLE:
+            st.opened(key)
         return InjectFd(rep.fd, bool(flags & O_CLOEXEC))
 
     def body(st: FsState) -> Decision:
         name = _read_path(mem, path_addr)  # read once; a deferred open reuses it
+        key = None
         if st.cache_on and name[:1] == b"/" and not flags & _NOT_AHEAD:
-            key = (name, flags & ~O_CLOEXEC)
+            key = (name, flags & ~O_CLOEXEC)  # (the open cache, module docstring)
             fd = st.take_ahead(key)
-            if fd >= 0:  # opened ahead (the open cache, module docstring)
+            if fd >= 0:
                 st.ahead_hits += 1
-                st.open_ahead(key, st.task(call.pid))
+                st.open_ahead(key)
                 return InjectFd(fd, bool(flags & O_CLOEXEC))
         if getattr(mem, "may_defer", False):  # on the loop thread: never wait there
-            d = attempt(st, name, OPEN_NO_WAIT)
+            d = attempt(st, name, key, OPEN_NO_WAIT)
             if d is not None:
                 return d
-            raise Deferred(lambda: _serve(ctx, call, lambda st2: attempt(st2, name, 0)
+            raise Deferred(lambda: _serve(ctx, call, lambda st2: attempt(st2, name, key, 0)
                                           or Errno(E.EIO)))
-        return attempt(st, name, 0) or Errno(E.EIO)
+        return attempt(st, name, key, 0) or Errno(E.EIO)
 
     return _serve(ctx, call, body)
 

@@ -320,25 +320,24 @@ def test_a_drop_forgets_what_was_asked_ahead_and_a_late_answer_is_not_used(gofer
     """The two guards of FsState, each alone: a drop forgets the opens in flight (their
     descriptors are closed when they come), and an answer to an open asked before a drop
     that raced past it (a generation behind) is closed, not used."""
-    from sandboxctl.sentry.handlers_fs import FsState, _Task
+    from sandboxctl.sentry.handlers_fs import FsState
 
     client = gofer()
     st = FsState(client, cache_on=True)
-    task = _Task(os.getpid(), 1, 1)
     key = (b"/usr/bin/env", os.O_RDONLY)
     client.call(Request(Op.PING))
     before = _fds()
-    st.open_ahead(key, task)
-    st.open_ahead(key, task)  # one at a time per name
+    st.open_ahead(key)
+    st.open_ahead(key)  # one at a time per name
     assert len(st.ahead) == 1
     st.drop_cache()
     assert not st.ahead and st.take_ahead(key) == -1
-    st.open_ahead(key, task)
+    st.open_ahead(key)
     st.gen += 1  # a drop that ran between the request and its entry
     assert st.take_ahead(key) == -1
     assert client.call(Request(Op.PING)).data == b"pong"
     assert _fds() == before and not client._done and not client._forgotten
-    st.open_ahead(key, task)  # and the good case: the Gofer's descriptor, to read
+    st.open_ahead(key)  # and the good case: the Gofer's descriptor, to read
     fd = st.take_ahead(key)
     try:
         assert fd >= 0 and os.read(fd, 4) == b"\x7fELF"
@@ -351,14 +350,13 @@ def test_opens_asked_ahead_are_bounded(gofer):  # noqa: F811
 
     client = gofer()
     st = hf.FsState(client, cache_on=True)
-    task = hf._Task(os.getpid(), 1, 1)
     client.call(Request(Op.PING))
     before = _fds()
     names = [b"/usr/bin/" + n.encode() for n in sorted(os.listdir("/usr/bin"))
              if os.path.isfile("/usr/bin/" + n) and not os.path.islink("/usr/bin/" + n)]
     assert len(names) > hf._AHEAD_MAX + 10
     for name in names[:hf._AHEAD_MAX + 10]:
-        st.open_ahead((name, os.O_RDONLY), task)
+        st.open_ahead((name, os.O_RDONLY))
     assert len(st.ahead) == hf._AHEAD_MAX
     assert (names[0], os.O_RDONLY) not in st.ahead  # the oldest made room
     st.drop_cache()
@@ -374,11 +372,11 @@ def test_a_cache_switched_off_forgets_what_was_asked_ahead(gofer):  # noqa: F811
     client = gofer()
     st = hf.FsState(client, cache_on=True)
     key = (b"/usr/bin/env", os.O_RDONLY)
-    st.open_ahead(key, hf._Task(os.getpid(), 1, 1))
+    st.open_ahead(key)
     st.volatile.update((0, i) for i in range(hf._VOLATILE_MAX))
     st.mark_volatile(1, 1)
     assert not st.cache_on and not st.ahead and st.take_ahead(key) == -1
-    st.open_ahead(key, hf._Task(os.getpid(), 1, 1))
+    st.open_ahead(key)
     assert not st.ahead
 
 
