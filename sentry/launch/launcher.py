@@ -278,12 +278,13 @@ def _init(s: _ChildSetup) -> NoReturn:
 
 def _import_child_side(plan: Plan, have_bpf: bool = False) -> None:
     """Import what init and the program's process run where this package, the standard
-    library and libseccomp may not be reachable (building the root, after pivot_root). Done by init (the program is its fork) before it builds
-    the root, not by the supervisor before the fork. With the filter ready as BPF
-    (`have_bpf`, the usual case) that is only seccomp_child; otherwise pyseccomp and the
-    filter code too (~3-5 ms). Nothing here starts a process (engine.libseccomp keeps
-    pyseccomp from running `ldconfig -p`), which would take pid 2 in the sandbox's pid
-    namespace."""
+    library and libseccomp may not be reachable (while the root is built, after
+    pivot_root). Done by init (the program is its fork) before it builds the root, not by
+    the supervisor before the fork. With the filter ready as BPF (`have_bpf`, the usual
+    case) that is seccomp_child, and glob if a `deny` rule has wildcards; otherwise
+    pyseccomp and the filter code too (~3-5 ms). Nothing here starts a process
+    (engine.libseccomp keeps pyseccomp from running `ldconfig -p`), which would take pid
+    2 in the sandbox's pid namespace."""
     from .. import seccomp_child
 
     if any(mnt.has_wildcards(r.glob) for r in plan.gofer.deny):
